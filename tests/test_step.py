@@ -8,6 +8,7 @@ import torch
 from conftest import FORGET, RETAIN
 from unlearn.config import LoraConfig, ModelConfig
 from unlearn.data import Encoder, Example, StepBatcher, collate, encode_examples
+from unlearn.data.refusals import REFUSALS
 from unlearn.models import Reference, add_lora, load_model
 from unlearn.objective import Objective, ResponseLM, StepContext, available_terms, response_logits
 
@@ -19,7 +20,7 @@ def make_batcher(tokenizer, segments=("forget", "mismatch", "retain"), batch_siz
     return StepBatcher(
         enc, forget=encode_examples(enc, forget), forget_prompts=[e.prompt for e in forget],
         retain=encode_examples(enc, retain), mismatch_pool=[e.response for e in retain],
-        segments=segments, batch_size=batch_size, k=k, seed=0,
+        refusals=REFUSALS, segments=segments, batch_size=batch_size, k=k, seed=0,
     )
 
 
@@ -101,18 +102,23 @@ def test_every_term_trains(term, lora):
     model, tok = fresh(lora)
     model.train()
     objective = Objective({term: 1.0})
+    objective.bind(model)  # as the train loop does: terms may pick layers and restrict what trains
+    objective.restrict_trainable(model)
     batcher = make_batcher(tok, segments=objective.segments)
     ref = Reference.build(model) if objective.needs_reference else None
 
-    def ref_fn(ids, mask, labels):
+    def ref_fn(ids, mask, labels, hidden_layers=()):
         with ref.model() as m:
-            return response_logits(m, ids, mask, labels, True)
+            return response_logits(m, ids, mask, labels, True, hidden_layers)
 
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for step in range(2):  # two steps: LoRA's B starts at zero, so A moves from step 2
-        ctx = StepContext(ResponseLM(model), batcher.batch(step), ref_fn if ref else None, objective.reference_segments)
+        ctx = StepContext(
+            ResponseLM(model), batcher.batch(step), ref_fn if ref else None, objective.reference_segments,
+            objective.hidden_layers,
+        )
         loss, _ = objective(ctx)
         assert torch.isfinite(loss), loss
         loss.backward()

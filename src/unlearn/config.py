@@ -29,6 +29,11 @@ PRESETS: dict[str, dict[str, float]] = {
     "ga": {"ga": 1.0},
     "ga_mismatch": {"ga": 1.0, "mismatch": 1.0},
     "graddiff": {"ga": 1.0, "nll": 1.0},
+    "npo": {"npo": 1.0, "kl": 1.0},
+    "simnpo": {"simnpo": 1.0, "nll": 1.0},
+    "idk": {"idk": 1.0, "nll": 1.0},
+    "dpo": {"dpo": 1.0, "nll": 1.0},
+    "rmu": {"rmu": 1.0},
     "sft": {"nll": 1.0},
 }
 
@@ -122,9 +127,25 @@ class SourceConfig:
     prompt_field: str = _f("prompt", help="Name of the field holding the prompt.")
     response_field: str = _f("response", help="Name of the field holding the response.")
     limit: Union[int, None] = _f(None, help="Use only the first N examples.")
+    passage_words: int = _f(
+        128,
+        help="dataset: text: words per passage (a passage ends early at a paragraph break once half "
+        "full).",
+    )
+    prompt_words: int = _f(
+        16,
+        help="dataset: text: leading words of each passage that form the prompt; the rest is the "
+        "response.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
+        _check(self.prompt_words >= 1, "prompt_words", f"must be >= 1, got {self.prompt_words}")
+        _check(
+            self.passage_words > self.prompt_words,
+            "passage_words",
+            f"must be more than prompt_words ({self.prompt_words}), got {self.passage_words}",
+        )
 
     def describe(self) -> str:
         return self.path or self.dataset or "(inline)"
@@ -169,9 +190,17 @@ class DataConfig:
         "response is kept.",
     )
     add_eos: bool = _f(True, help="Append the EOS token to every response (and train on it).")
+    refusals: Union[list[str], None] = _f(
+        None,
+        help="Refusal replies for the idk and dpo terms (one drawn per forget example each step). "
+        "null: a built-in list of ten.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
+        if self.refusals is not None:
+            _check(len(self.refusals) > 0, "refusals", "must not be an empty list")
+            _check(all(r.strip() for r in self.refusals), "refusals", "must not contain empty strings")
         t = self.template
         if t not in ("qa", "chat"):
             _check(
@@ -509,10 +538,19 @@ def _record_lines(node: yaml.Node, prefix: str, source: str, origins: dict[str, 
 
 
 def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """Read a YAML mapping safely; return it with the origin ('file line N') of every key."""
+    """Read a YAML mapping safely; return it with the origin ('file line N') of every key.
+
+    A path that does not exist may name a packaged recipe: `harmful`, `harmful.yaml` or
+    `recipes/harmful.yaml` (see `unlearn recipes`)."""
     p = Path(path)
     if not p.exists():
-        raise UnlearnError(f"{p}: config file not found")
+        from unlearn.recipes import available_recipes, find_recipe
+
+        recipe = find_recipe(p)
+        if recipe is None:
+            names = ", ".join(r.name for r in available_recipes())
+            raise UnlearnError(f"{p}: config file not found (packaged recipes: {names})")
+        p = recipe
     if p.is_dir():
         raise UnlearnError(f"{p}: is a folder, expected a YAML config file")
     try:

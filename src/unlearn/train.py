@@ -26,6 +26,8 @@ import torch
 
 from unlearn.config import Config
 from unlearn.data import Encoder, StepBatcher, TruncationReport, encode_examples, load_source
+from unlearn.data.batch import FROM_FORGET
+from unlearn.data.refusals import REFUSALS
 from unlearn.errors import UnlearnError
 from unlearn.models import Reference, add_lora, load_model, save_model
 from unlearn.objective import Objective, ResponseLM, StepContext, response_logits
@@ -270,7 +272,7 @@ def train(
         _check_resume_config(out, cfg)
 
     segments = objective.segments
-    need_forget = "forget" in segments or "mismatch" in segments
+    need_forget = any(s in FROM_FORGET for s in segments)
     forget = load_source(cfg.data.forget, "forget") if cfg.data.forget else None
     retain = load_source(cfg.data.retain, "retain") if cfg.data.retain else None
     if finetune:
@@ -280,7 +282,7 @@ def train(
         forget = None
     for term in objective.terms:
         for seg in term.term.segments:
-            data_key = {"forget": "forget", "mismatch": "forget", "retain": "retain"}[seg]
+            data_key = "forget" if seg in FROM_FORGET else "retain"
             if (forget if data_key == "forget" else retain) is None:
                 raise UnlearnError(
                     f"{cfg.origin('objective.' + term.term.name)}: objective term "
@@ -305,6 +307,9 @@ def train(
         model = add_lora(model, cfg.model.lora)
     else:
         model.requires_grad_(True)
+    # Terms such as rmu read a decoder layer's output and train only some layers: resolve them now.
+    objective.bind(model)
+    objective.restrict_trainable(model)
     if cfg.train.lr is None:
         cfg.train.lr = DEFAULT_LR_LORA if cfg.model.lora is not None else DEFAULT_LR_FULL
     cfg.objective = objective.to_config()
@@ -319,6 +324,7 @@ def train(
         forget_prompts=[e.prompt for e in forget] if forget and need_forget else [],
         retain=retain_enc,
         mismatch_pool=pool,
+        refusals=(cfg.data.refusals or REFUSALS) if "refusal" in segments else (),
         segments=segments,
         batch_size=cfg.train.batch_size,
         k=cfg.data.mismatch.k,
@@ -362,9 +368,9 @@ def train(
         # LoRA: the policy with adapters disabled. Full fine-tune: one frozen copy in compute dtype.
         reference = Reference.build(inner.model, compute_dtype if cfg.model.lora is None else None)
 
-        def reference_fn(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
+        def reference_fn(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, hidden_layers=()):
             with accelerator.autocast(), reference.model() as ref_model:
-                return response_logits(ref_model, ids, mask, labels, inner.fast)
+                return response_logits(ref_model, ids, mask, labels, inner.fast, hidden_layers)
 
     start_step = 0
     log_path = out / "train_log.jsonl"
@@ -419,7 +425,9 @@ def train(
                 tokens += batch.tokens
                 sync = accelerator.no_sync(policy) if micro < accum - 1 else nullcontext()
                 with sync, accelerator.autocast():
-                    ctx = StepContext(policy, batch, reference_fn, objective.reference_segments)
+                    ctx = StepContext(
+                        policy, batch, reference_fn, objective.reference_segments, objective.hidden_layers
+                    )
                     loss, values = objective(ctx)
                     if not torch.isfinite(loss):
                         bad_terms = [k for k, v in values.items() if not torch.isfinite(v)] or ["loss"]

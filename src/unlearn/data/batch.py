@@ -1,8 +1,8 @@
 """Step batches: forget, mismatch and retain rows in one padded tensor, built deterministically.
 
 The batch for micro-batch index i is a pure function of (seed, i, rank): each data stream walks a
-fresh seeded permutation per epoch, and mismatch responses are drawn with a generator seeded by
-(seed, i). Resuming at step s therefore needs no sampler state, and two processes that each take
+fresh seeded permutation per epoch, and mismatch responses (and refusals) are drawn with a generator
+seeded by (seed, i). Resuming at step s therefore needs no sampler state, and two processes that each take
 their slice of the same global batch see exactly what one process with the whole batch would.
 """
 
@@ -16,8 +16,10 @@ import torch
 from unlearn.data.encode import IGNORE, Encoded, Encoder
 from unlearn.data.records import Example
 
-SEGMENTS = ("forget", "mismatch", "retain")
-_STREAM_IDS = {"forget": 1, "retain": 2, "mismatch": 3}
+SEGMENTS = ("forget", "mismatch", "refusal", "retain")
+# Segments whose rows are built from the forget examples (their prompts); the rest need retain data.
+FROM_FORGET = ("forget", "mismatch", "refusal")
+_STREAM_IDS = {"forget": 1, "retain": 2, "mismatch": 3, "refusal": 4}
 
 
 @dataclass
@@ -101,6 +103,7 @@ class StepBatcher:
         forget_prompts: Sequence[str] = (),
         retain: Sequence[Encoded] = (),
         mismatch_pool: Sequence[str] = (),
+        refusals: Sequence[str] = (),
         segments: Sequence[str] = SEGMENTS,
         batch_size: int = 2,
         k: int = 5,
@@ -111,16 +114,19 @@ class StepBatcher:
         self.encoder = encoder
         self.forget, self.forget_prompts, self.retain = list(forget), list(forget_prompts), list(retain)
         self.pool = list(mismatch_pool)
+        self.refusals = list(refusals)
         self.segments = [s for s in SEGMENTS if s in segments]
         self.batch_size, self.k, self.seed = batch_size, k, seed
         self.rank, self.world_size = rank, world_size
-        need_forget = "forget" in self.segments or "mismatch" in self.segments
+        need_forget = any(s in self.segments for s in FROM_FORGET)
         if need_forget and not self.forget:
             raise ValueError("the objective needs forget examples")
         if "retain" in self.segments and not self.retain:
             raise ValueError("the objective needs retain examples")
         if "mismatch" in self.segments and not self.pool:
             raise ValueError("the objective needs a mismatch pool")
+        if "refusal" in self.segments and not self.refusals:
+            raise ValueError("the objective needs refusal replies")
         self._forget_stream = EpochStream(max(1, len(self.forget)), seed, _STREAM_IDS["forget"])
         self._retain_stream = EpochStream(max(1, len(self.retain)), seed, _STREAM_IDS["retain"])
 
@@ -132,7 +138,7 @@ class StepBatcher:
         """Which examples micro-batch `index` uses (this process's share of the global batch)."""
         global_b = self.batch_size * self.world_size
         out: dict[str, list] = {}
-        need_forget = "forget" in self.segments or "mismatch" in self.segments
+        need_forget = any(s in self.segments for s in FROM_FORGET)
         if need_forget:
             out["forget"] = self._mine(self._forget_stream.take(index * global_b, global_b))
         if "retain" in self.segments:
@@ -146,6 +152,10 @@ class StepBatcher:
             else:
                 draws = torch.randint(n, (global_b, self.k), generator=g).tolist()
             out["mismatch"] = self._mine(draws)
+        if "refusal" in self.segments:
+            # One refusal per forget example: refusal row j pairs with forget row j (DPO needs that).
+            g = _generator(self.seed, _STREAM_IDS["refusal"], index)
+            out["refusal"] = self._mine(torch.randint(len(self.refusals), (global_b,), generator=g).tolist())
         return out
 
     def batch(self, index: int) -> Batch:
@@ -160,6 +170,9 @@ class StepBatcher:
                 for j in js
             ]
             rows["mismatch"] = self.encoder.encode_many(pairs)
+        if "refusal" in self.segments:
+            pairs = [(self.forget_prompts[f], self.refusals[j]) for f, j in zip(idx["forget"], idx["refusal"])]
+            rows["refusal"] = self.encoder.encode_many(pairs)
         if "retain" in self.segments:
             rows["retain"] = [self.retain[i] for i in idx["retain"]]
         pad = self.encoder.tokenizer.pad_token_id

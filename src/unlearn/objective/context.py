@@ -23,24 +23,42 @@ def _base(model: Any) -> Any:
 
 
 def response_logits(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, fast: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    fast: bool,
+    hidden_layers: tuple[int, ...] = (),
+) -> tuple:
     """Logits at positions that predict a label, their targets, and the row of each position.
 
     Position t predicts token t+1, so the selection is `labels[:, 1:] != IGNORE` applied to
     positions [:, :-1]. Rows come out in order, so each segment's positions are contiguous.
     fast=True runs the decoder and applies the output head to the selected positions only.
+
+    With `hidden_layers`, a fourth value: {layer: output of decoder layer `layer` (0-based) at the
+    same positions, [positions, hidden]}, from the same forward (transformers' selective
+    `output_hidden_states`, so the other layers' states are not kept). The last layer's output is
+    taken after the model's final norm, as transformers reports it.
     """
     select = labels[:, 1:] != IGNORE
     targets = labels[:, 1:][select]
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(select)[select]
+    extra: dict[str, Any] = {}
+    if hidden_layers:
+        # hidden_states[0] is the embedding output; hidden_states[l + 1] is the output of layer l.
+        extra["output_hidden_states"] = [l + 1 for l in hidden_layers]
     if fast:
         base = _base(model)
-        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = base.get_output_embeddings()(hidden[:, :-1][select])
+        out = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        logits = base.get_output_embeddings()(out.last_hidden_state[:, :-1][select])
     else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][select]
-    return logits, targets, rows
+        out = model(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        logits = out.logits[:, :-1][select]
+    if not hidden_layers:
+        return logits, targets, rows
+    hidden = {l: out.hidden_states[l + 1][:, :-1][select] for l in hidden_layers}
+    return logits, targets, rows, hidden
 
 
 class ResponseLM(nn.Module):
@@ -55,8 +73,14 @@ class ResponseLM(nn.Module):
         self.model = model
         self.fast = True
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
-        return response_logits(self.model, input_ids, attention_mask, labels, self.fast)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        hidden_layers: tuple[int, ...] = (),
+    ):
+        return response_logits(self.model, input_ids, attention_mask, labels, self.fast, hidden_layers)
 
     @torch.no_grad()
     def check_fast_path(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> bool:
@@ -83,21 +107,32 @@ class ResponseLM(nn.Module):
         return ok
 
 
-ReferenceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+ReferenceFn = Callable[..., tuple]
 
 
 class StepContext:
-    """Read-only view of one step for loss terms. Terms never run a forward pass themselves."""
+    """Read-only view of one step for loss terms. Terms never run a forward pass themselves.
+
+    hidden_layers: decoder layers whose outputs terms read (ctx.hidden); the policy (and the
+    reference) are then called with `hidden_layers=` and return them as a fourth value.
+    """
 
     def __init__(
         self,
-        policy: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        policy: Callable[..., tuple],
         batch: Batch,
         reference: ReferenceFn | None = None,
         reference_segments: tuple[str, ...] = (),
+        hidden_layers: tuple[int, ...] = (),
     ):
         self.batch = batch
-        self.logits, self.targets, self.rows = policy(batch.input_ids, batch.attention_mask, batch.labels)
+        self._hidden_layers = tuple(hidden_layers)
+        if self._hidden_layers:
+            out = policy(batch.input_ids, batch.attention_mask, batch.labels, hidden_layers=self._hidden_layers)
+            self.logits, self.targets, self.rows, self._hidden = out
+        else:
+            self.logits, self.targets, self.rows = policy(batch.input_ids, batch.attention_mask, batch.labels)
+            self._hidden = {}
         counts = (batch.labels[:, 1:] != IGNORE).sum(1)
         ends = counts.cumsum(0).tolist()
         starts = [0] + ends[:-1]
@@ -158,6 +193,14 @@ class StepContext:
         """Per-sequence summed log-likelihood of the response, log pi(y|x): [sequences]."""
         return self.seq_sum(self.token_logps(segment), segment)
 
+    def hidden(self, segment: str, layer: int) -> torch.Tensor:
+        """Output of decoder layer `layer` at the segment's response positions: [tokens, hidden].
+
+        Only layers passed as `hidden_layers` to the context are available."""
+        if layer not in self._hidden:
+            raise RuntimeError(f"layer {layer} was not requested from the forward (have: {sorted(self._hidden)})")
+        return self._hidden[layer][self._seg(segment)]
+
     # ---- reference -------------------------------------------------------------------------
 
     def _reference_pass(self) -> None:
@@ -169,15 +212,20 @@ class StepContext:
         ).to(self.batch.input_ids.device)
         mask = self.batch.attention_mask[row_idx]
         width = int(mask.sum(1).max())  # right padding: trim columns no row of these uses
+        args = (self.batch.input_ids[row_idx, :width], mask[:, :width], self.batch.labels[row_idx, :width])
+        hidden: dict[int, torch.Tensor] = {}
         with torch.no_grad():
-            logits, _, _ = self._reference(
-                self.batch.input_ids[row_idx, :width], mask[:, :width], self.batch.labels[row_idx, :width]
-            )
+            if self._hidden_layers:
+                logits, _, _, hidden = self._reference(*args, hidden_layers=self._hidden_layers)
+            else:
+                logits, _, _ = self._reference(*args)
         lsm = F.log_softmax(logits.float(), dim=-1)
         start = 0
         for s in segs:
             n = self._seg(s).stop - self._seg(s).start
             self._cache[("ref_lsm", s)] = lsm[start : start + n]
+            for layer, h in hidden.items():
+                self._cache[("ref_hidden", f"{s}:{layer}")] = h[start : start + n]
             start += n
 
     def reference_log_softmax(self, segment: str) -> torch.Tensor:
@@ -201,3 +249,14 @@ class StepContext:
     def reference_seq_logp(self, segment: str) -> torch.Tensor:
         """log pi_ref(y|x) per sequence of the segment."""
         return self.seq_sum(self.reference_token_logps(segment), segment)
+
+    def reference_hidden(self, segment: str, layer: int) -> torch.Tensor:
+        """The reference model's output of decoder layer `layer` at the segment's response positions."""
+        key = ("ref_hidden", f"{segment}:{layer}")
+        if key not in self._cache:
+            if segment not in self._reference_segments:
+                raise RuntimeError(f"no term declared that it needs the reference on '{segment}'")
+            if layer not in self._hidden_layers:
+                raise RuntimeError(f"layer {layer} was not requested from the forward")
+            self._reference_pass()
+        return self._cache[key]

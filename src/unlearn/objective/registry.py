@@ -8,17 +8,31 @@ It declares the batch segments it reads and whether it needs the frozen referenc
 
 Parameters are keyword arguments with defaults; a config sets them with
 `objective: {npo: {weight: 1.0, beta: 0.1}}`.
+
+`reference` may name a subset of the segments (`reference=("retain",)`): the reference model then
+runs on those rows only. A term that needs to know the model before the first step (which decoder
+layer it reads, which parameters it trains) passes `bind=`: a function of (model, **params) returning
+a Binding; the train loop calls `Objective.bind(model)` once after loading the model.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
 
 import torch
 
 from unlearn.errors import UnlearnError
+
+
+@dataclass
+class Binding:
+    """What a term resolved from the loaded model (returned by its `bind` function)."""
+
+    params: dict[str, Any] = field(default_factory=dict)  # values passed to the term instead of the configured ones
+    layers: tuple[int, ...] = ()  # decoder layers whose outputs the term reads with ctx.hidden()
+    trainable: Union[tuple[str, ...], None] = None  # names of the only parameters it trains; None: all
 
 
 @dataclass(frozen=True)
@@ -26,8 +40,9 @@ class Term:
     name: str
     fn: Callable[..., torch.Tensor]
     segments: tuple[str, ...]
-    reference: bool
+    reference: tuple[str, ...]  # segments the frozen reference runs on for this term; () = none
     params: dict[str, Any]  # name -> default
+    bind: Union[Callable[..., Binding], None] = None
 
     @property
     def summary(self) -> str:
@@ -39,9 +54,17 @@ _TERMS: dict[str, Term] = {}
 
 
 def register_term(
-    name: str, *, segments: tuple[str, ...], reference: bool = False
+    name: str,
+    *,
+    segments: tuple[str, ...],
+    reference: Union[bool, tuple[str, ...]] = False,
+    bind: Union[Callable[..., Binding], None] = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    """Register a loss term under `name` (duplicates are an error)."""
+    """Register a loss term under `name` (duplicates are an error).
+
+    reference: True (the reference runs on all the term's segments), False, or the segments it needs.
+    bind: called once with the loaded model and the term's parameters; see Binding.
+    """
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if name in _TERMS:
@@ -52,7 +75,15 @@ def register_term(
             for p in list(sig.parameters.values())[1:]
             if p.default is not inspect.Parameter.empty
         }
-        _TERMS[name] = Term(name, fn, tuple(segments), reference, params)
+        if reference is True:
+            ref = tuple(segments)
+        elif reference is False:
+            ref = ()
+        else:
+            ref = tuple(reference)
+            if not set(ref) <= set(segments):
+                raise ValueError(f"loss term '{name}': reference segments {ref} not among {segments}")
+        _TERMS[name] = Term(name, fn, tuple(segments), ref, params, bind)
         return fn
 
     return deco
@@ -93,6 +124,7 @@ class WeightedTerm:
     term: Term
     weight: float
     params: dict[str, Any]
+    binding: Union[Binding, None] = None
 
 
 class Objective:
@@ -136,20 +168,55 @@ class Objective:
     def reference_segments(self) -> tuple[str, ...]:
         segs: list[str] = []
         for wt in self.terms:
-            if wt.term.reference:
-                segs.extend(s for s in wt.term.segments if s not in segs)
+            segs.extend(s for s in wt.term.reference if s not in segs)
         return tuple(segs)
 
     @property
     def needs_reference(self) -> bool:
         return any(wt.term.reference for wt in self.terms)
 
+    def bind(self, model: Any) -> None:
+        """Let terms that declared `bind` resolve what they need from the loaded model (once)."""
+        for wt in self.terms:
+            if wt.term.bind is not None:
+                wt.binding = wt.term.bind(model, **wt.params)
+
+    @property
+    def hidden_layers(self) -> tuple[int, ...]:
+        """Decoder layers whose outputs some term reads (the fused forward then keeps them)."""
+        return tuple(sorted({l for wt in self.terms if wt.binding for l in wt.binding.layers}))
+
+    def restrict_trainable(self, model: Any) -> int:
+        """Freeze every parameter that no restricting term trains; returns how many stay trainable.
+
+        Without a restricting term, nothing changes. Never unfreezes a parameter (LoRA keeps its
+        base weights frozen)."""
+        keep: set[str] = set()
+        restricted = False
+        for wt in self.terms:
+            if wt.binding is not None and wt.binding.trainable is not None:
+                restricted = True
+                keep.update(wt.binding.trainable)
+        n = 0
+        for name, p in model.named_parameters():
+            if restricted and name not in keep:
+                p.requires_grad_(False)
+            n += int(p.requires_grad)
+        if n == 0:
+            raise UnlearnError("objective: no trainable parameters left (see the terms' layer settings)")
+        return n
+
     def __call__(self, ctx: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(weighted total, {term: unweighted value})."""
         values: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         for wt in self.terms:
-            v = wt.term.fn(ctx, **wt.params)
+            params = wt.params
+            if wt.term.bind is not None:
+                if wt.binding is None:
+                    raise RuntimeError(f"term '{wt.term.name}' needs Objective.bind(model) before use")
+                params = {**params, **wt.binding.params}
+            v = wt.term.fn(ctx, **params)
             values[wt.term.name] = v
             total = wt.weight * v if total is None else total + wt.weight * v
         assert total is not None  # Objective always has at least one term

@@ -1,0 +1,25 @@
+"""SimNPO: reference-free, length-normalised NPO on the forget responses (Fan et al. 2024)."""
+
+import torch
+import torch.nn.functional as F
+
+from unlearn.objective.context import StepContext
+from unlearn.objective.registry import register_term
+
+
+@register_term("simnpo", segments=("forget",))
+def simnpo(ctx: StepContext, beta: float = 2.5, delta: float = 0.0) -> torch.Tensor:
+    """SimNPO: reference-free, length-normalised NPO on the forget responses (Fan et al. 2024).
+
+    L_SimNPO = -(2/beta) (1/B) sum_i log sigmoid(beta (NLL_i - delta)),
+    NLL_i = -(1/|y_i|) log pi(y_i|x_i)   (per-token mean NLL of the forget response)
+
+    NPO without the reference model and with the log-likelihood divided by the response length,
+    so long responses do not dominate. The margin delta (in nats per token) keeps pushing until the
+    mean NLL exceeds it; the paper writes it as gamma = beta * delta:
+    -(2/beta) log sigmoid(-(beta/|y|) log pi(y|x) - gamma).
+    Fan, Liu, Lin, Jia, Zhang, Mei, Liu, "Simplicity Prevails: Rethinking Negative Preference
+    Optimization for LLM Unlearning", arXiv 2410.07163 (2024), eq. 4.
+    """
+    nll = ctx.seq_nll("forget")
+    return -(2.0 / beta) * F.logsigmoid(beta * (nll - delta)).mean()
