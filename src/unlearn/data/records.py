@@ -65,10 +65,17 @@ def _records_json(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):
+            # JSON Lines under a .json name (HaluEval's qa_data.json is one): read it as such.
+            yield from _records_jsonl(path)
+            return
         raise UnlearnError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
     if isinstance(data, dict):
         # {"data": [...]} or {"train": [...]}-style files: take the single list inside.
-        lists = [v for v in data.values() if isinstance(v, list)]
+        lists = [v for v in data.values() if isinstance(v, list) and all(isinstance(x, dict) for x in v)]
+        if not lists:  # one object: a JSON Lines file of one line
+            yield from _records_jsonl(path)
+            return
         if len(lists) != 1:
             raise UnlearnError(f"{path}: expected a JSON list of objects (or JSON Lines)")
         data = lists[0]

@@ -3,11 +3,13 @@
 An adapter turns the rows of a known public data set (from a local copy, or the hub when online)
 into prompt/response Examples. Register one with:
 
-    @register_source("truthfulqa")
-    def truthfulqa(source: SourceConfig, role: str) -> list[Example]: ...
+    @register_source("truthfulqa", schema="question, best_answer, ...", hub="truthfulqa/truthful_qa")
+    def truthfulqa(source: SourceConfig, role: str) -> list[Example]:
+        '''One line for `unlearn datasets`.'''
 
-`role` is the config key asking ("forget", "retain", "mismatch") for adapters whose examples
-depend on it.
+`role` is the config key asking ("forget", "retain", "mismatch", or an evaluation set such as
+"forget_test", "normal") for adapters whose examples depend on it. Modules whose name starts with
+an underscore hold shared helpers and register nothing.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ SourceFn = Callable[..., list]
 _SOURCES: dict[str, SourceFn] = {}
 
 
-def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
+def register_source(name: str, *, schema: str = "", hub: str | None = None) -> Callable[[SourceFn], SourceFn]:
+    """Register a dataset adapter. schema: the fields it expects (shown by `unlearn datasets`);
+    hub: the Hugging Face dataset it loads when no path is given."""
+
     def deco(fn: SourceFn) -> SourceFn:
         if name in _SOURCES:
             raise ValueError(f"dataset adapter '{name}' is registered twice")
+        fn.schema = schema  # type: ignore[attr-defined]
+        fn.hub = hub  # type: ignore[attr-defined]
         _SOURCES[name] = fn
         return fn
 
