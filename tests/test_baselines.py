@@ -248,3 +248,13 @@ def test_refusal_rows_pair_each_forget_prompt_with_a_refusal(tiny):
         assert batcher.indices(index) == idx  # a pure function of (seed, index)
     draws = [r for i in range(20) for r in batcher.indices(i)["refusal"]]
     assert set(draws) == {0, 1, 2}
+
+
+def test_a_term_parameter_can_be_set_from_the_command_line(tmp_path, data_files):
+    from conftest import tiny_config, write_config
+    from unlearn.config import load_config
+
+    path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path, data_files, objective="npo"))
+    cfg = load_config(path, ["objective.npo.beta=0.2"])
+    assert cfg.objective == {"npo": {"weight": 1.0, "beta": 0.2}, "kl": 1.0}
+    assert Objective(cfg.objective).terms[0].params == {"beta": 0.2}

@@ -45,7 +45,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 @app.command()
 @_friendly
 def run(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Path = typer.Argument(..., help="YAML config file, or a packaged recipe's name (unlearn recipes)."),
     overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output_dir."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
@@ -59,7 +59,7 @@ def run(
 @app.command()
 @_friendly
 def finetune(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Path = typer.Argument(..., help="YAML config file, or a packaged recipe's name (unlearn recipes)."),
     overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output_dir."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
@@ -110,15 +110,43 @@ def terms() -> None:
     from unlearn.config import PRESETS
     from unlearn.objective import available_terms
 
-    table = Table("term", "reads", "reference", "parameters", "what it is")
+    table = Table("term", "reads", "reference on", "parameters", "what it is")
     for name, t in available_terms().items():
         params = ", ".join(f"{k}={v}" for k, v in t.params.items())
-        table.add_row(name, ", ".join(t.segments), "yes" if t.reference else "", params, t.summary)
+        table.add_row(name, ", ".join(t.segments), ", ".join(t.reference), params, t.summary)
     out.print(table)
     presets = Table("preset", "objective")
     for name, weights in PRESETS.items():
         presets.add_row(name, ", ".join(f"{k}: {v:g}" for k, v in weights.items()))
     out.print(presets)
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset adapters (data.forget.dataset: NAME) and the fields each expects."""
+    from rich.table import Table
+
+    from unlearn.data.sources import available_sources, get_source
+
+    table = Table("dataset", "what it gives", "expects", "hub (when no path is set)")
+    for name in available_sources():
+        fn = get_source(name)
+        doc = (fn.__doc__ or "").strip().splitlines()
+        table.add_row(name, doc[0] if doc else "", getattr(fn, "schema", ""), getattr(fn, "hub", None) or "(path only)")
+    out.print(table)
+
+
+@app.command()
+def recipes() -> None:
+    """List the packaged recipes; run one with `unlearn run NAME`."""
+    from rich.table import Table
+
+    from unlearn.recipes import available_recipes
+
+    table = Table("recipe", "what it does", "command")
+    for r in available_recipes():
+        table.add_row(r.name, r.summary, r.command)
+    out.print(table)
 
 
 def main() -> None:

@@ -606,6 +606,10 @@ def apply_override(data: dict[str, Any], override: str, origins: dict[str, str])
         elif nxt is None:
             nxt = {}
             node[part] = nxt
+        elif i == 1 and parts[0] == "objective" and isinstance(nxt, (int, float)) and not isinstance(nxt, bool):
+            # `objective.npo.beta=0.2` gives a term given by its weight a parameter.
+            nxt = {"weight": nxt}
+            node[part] = nxt
         if not isinstance(nxt, dict):
             raise UnlearnError(
                 f"command line: '{override}': {'.'.join(parts[: i + 1])} is not a section"

@@ -104,7 +104,7 @@ class StepBatcher:
         retain: Sequence[Encoded] = (),
         mismatch_pool: Sequence[str] = (),
         refusals: Sequence[str] = (),
-        segments: Sequence[str] = SEGMENTS,
+        segments: Sequence[str] = ("forget", "mismatch", "retain"),
         batch_size: int = 2,
         k: int = 5,
         seed: int = 0,

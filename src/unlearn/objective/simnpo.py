@@ -18,6 +18,9 @@ def simnpo(ctx: StepContext, beta: float = 2.5, delta: float = 0.0) -> torch.Ten
     so long responses do not dominate. The margin delta (in nats per token) keeps pushing until the
     mean NLL exceeds it; the paper writes it as gamma = beta * delta:
     -(2/beta) log sigmoid(-(beta/|y|) log pi(y|x) - gamma).
+    Its gradient on NLL_i is -2 sigmoid(-beta (NLL_i - delta)): strong while NLL_i < delta, fading
+    once NLL_i exceeds delta by a few / beta. With delta = 0 it suits models fine-tuned on the forget
+    data (NLL near 0); on data with an NLL of 2-3 nats it barely acts unless delta is raised.
     Fan, Liu, Lin, Jia, Zhang, Mei, Liu, "Simplicity Prevails: Rethinking Negative Preference
     Optimization for LLM Unlearning", arXiv 2410.07163 (2024), eq. 4.
     """

@@ -1,0 +1,123 @@
+"""Every packaged recipe runs (tiny model, fixture data, two steps), so none can rot; recipes are
+found by name; the baseline presets run through the real train loop."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import schemas
+from conftest import tiny_config, write_config
+from unlearn.cli import app
+from unlearn.config import load_config
+from unlearn.recipes import FOLDER, available_recipes, find_recipe
+
+runner = CliRunner()
+RECIPES = ["copyright", "hallucination", "harmful", "harmful-llama2-lora", "templated"]
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return schemas.write_all(tmp_path_factory.mktemp("data"))
+
+
+def data_overrides(name, files):
+    """Point a recipe's data at the fixture files in the same schemas."""
+    if name == "copyright":
+        return [f"data.forget.path={files['book']}", f"data.retain.path={files['corpus']}"]
+    forget = files["halueval"] if name == "hallucination" else files["pku"]
+    out = [f"data.forget.path={forget}", f"data.retain.path={files['truthfulqa']}"]
+    if name != "templated":  # templated's mismatch pool is its inline refusal list
+        out.append(f"data.mismatch.path={files['truthfulqa']}")
+    return out
+
+
+def test_every_recipe_opens_with_what_it_does_and_its_command():
+    assert sorted(r.name for r in available_recipes()) == RECIPES
+    for r in available_recipes():
+        first = r.path.read_text().splitlines()[0]
+        assert first.startswith("# ") and len(first) <= 110, first
+        assert r.command.startswith(("unlearn run " + r.name, "unlearn finetune " + r.name)), r.command
+        load_config(r.path)  # valid as shipped
+
+
+def test_recipes_are_found_by_name_path_or_file_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for ref in ("harmful", "harmful.yaml", "recipes/harmful.yaml"):
+        assert find_recipe(ref) == FOLDER / "harmful.yaml"
+        assert load_config(ref).output_dir == "runs/harmful-opt1.3b"
+    assert find_recipe("elsewhere/harmful.yaml") is None and find_recipe("nope") is None
+    # a local file of that name wins over the packaged recipe
+    (tmp_path / "harmful.yaml").write_text("model: {name: tiny-random-llama}\noutput_dir: mine\n")
+    assert load_config("harmful.yaml").output_dir == "mine"
+    r = cli("run", "harmfull")
+    assert r.exit_code == 2 and "harmfull: config file not found (packaged recipes: copyright," in r.output
+
+
+def test_recipes_and_datasets_commands_list_them():
+    r = cli("recipes")
+    assert r.exit_code == 0 and all(name in r.output for name in RECIPES)
+    r = cli("datasets")
+    assert r.exit_code == 0
+    for name in ("pku_saferlhf", "truthfulqa", "halueval", "text"):
+        assert name in r.output, name
+    from unlearn.data.sources import get_source
+
+    pku = get_source("pku_saferlhf")  # what the table shows beside the name (wrapped to the terminal)
+    assert "is_response_0_safe" in pku.schema and pku.hub == "PKU-Alignment/PKU-SafeRLHF"
+    assert pku.__doc__.startswith("Every unsafe response as a forget example")
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_runs_on_the_tiny_model(name, files, tmp_path):
+    common = ["model.name=tiny-random-llama", "train.max_steps=2", "data.max_length=128", "data.mismatch.k=2"]
+    if name == "copyright":  # the recipe's two commands: teach the book, then unlearn it
+        r = cli("finetune", name, *common, *data_overrides(name, files), f"output_dir={tmp_path / 'taught'}")
+        assert r.exit_code == 0, r.output
+        common[0] = f"model.name={tmp_path / 'taught' / 'model'}"
+    ref = "recipes/harmful.yaml" if name == "harmful" else name
+    r = cli("run", ref, *common, *data_overrides(name, files), f"output_dir={tmp_path / 'run'}")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "run"
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "done" and manifest["steps"] == 2
+    shipped = load_config(FOLDER / f"{name}.yaml")
+    assert load_config(out / "config.yaml").objective == shipped.objective
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(k in log[-1] for k in shipped.objective)
+
+
+@pytest.mark.parametrize("preset", ["npo", "simnpo", "idk", "dpo", "rmu"])
+def test_baseline_presets_run_through_the_train_loop(preset, tmp_path, data_files):
+    """Full fine-tune: a frozen reference copy, the refusal rows, rmu's layer and parameter choice."""
+    cfg = tiny_config(tmp_path, data_files, objective=preset, train={"max_steps": 2})
+    r = cli("run", write_config(tmp_path / "c.yaml", cfg))
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert manifest["status"] == "done" and len(log) == 2
+    assert all(k in log[0] for k in load_config(tmp_path / "run" / "config.yaml").objective)
+    if preset == "rmu":  # only layer 0's MLP of the 4-layer model trains: 3 matrices of 64 x 176
+        assert manifest["trainable_parameters"] == 3 * 64 * 176
+
+
+def test_refusals_come_from_the_config(tmp_path, data_files):
+    cfg = tiny_config(tmp_path, data_files, objective={"idk": 1.0}, train={"max_steps": 1})
+    cfg["data"]["refusals"] = []
+    r = cli("run", write_config(tmp_path / "c.yaml", cfg))
+    assert r.exit_code == 2 and "data.refusals: must not be an empty list" in r.output
+    assert not (tmp_path / "run").exists()
+    r = cli("run", write_config(tmp_path / "c.yaml", cfg), "data.refusals=[No comment.]")
+    assert r.exit_code == 0, r.output
+
+
+def test_rmu_bad_layer_is_one_line_and_writes_nothing(tmp_path, data_files):
+    cfg = tiny_config(tmp_path, data_files, objective={"rmu": {"weight": 1.0, "layer": 9}})
+    r = cli("run", write_config(tmp_path / "c.yaml", cfg))
+    assert r.exit_code == 2 and "objective.rmu.layer: expected an integer in [0, 4)" in r.output
+    assert not Path(tmp_path / "run").exists()
