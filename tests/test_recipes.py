@@ -91,6 +91,19 @@ def test_recipe_runs_on_the_tiny_model(name, files, tmp_path):
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(k in log[-1] for k in shipped.objective)
 
+    # the recipe's eval section too (offline: the refusal judge, the normal set from a fixture file)
+    extra = ["eval.limit=2", "eval.max_new_tokens=4"]
+    if shipped.eval.judge:
+        extra.append("eval.judge=refusal")
+    if shipped.eval.normal is not None:
+        extra.append(f"eval.normal.path={files['truthfulqa']}")
+    r = cli("eval", ref, *common, *data_overrides(name, files), f"output_dir={out}", *extra)
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert set(shipped.eval.sets) >= set(metrics["sets"]) and "forget" in metrics["sets"]
+    if name == "hallucination":  # HaluEval's two answers reach the hallucination rate
+        assert "hallucination_rate" in json.dumps(metrics["metrics"]["forget"])
+
 
 @pytest.mark.parametrize("preset", ["npo", "simnpo", "idk", "dpo", "rmu"])
 def test_baseline_presets_run_through_the_train_loop(preset, tmp_path, data_files):

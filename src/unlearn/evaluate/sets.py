@@ -123,14 +123,23 @@ def _item(rec: dict[str, Any], where: str, role: str, sc: EvalSetConfig, tokeniz
     return EvalItem(prompt, target, answers, hallucinated, where)
 
 
-_SOURCE_KEYS = ("path", "dataset", "split", "limit", "prompt_field", "response_field")
+_SOURCE_KEYS = (
+    "path", "dataset", "split", "limit", "prompt_field", "response_field", "passage_words", "prompt_words",
+)
 _EVAL_KEYS = ("kind", "match", "answer_field", "hallucinated_field", "prompt_tokens", "target_chars")
 
 
 def _on_data(src: SourceConfig, sc: Optional[EvalSetConfig]) -> EvalSetConfig:
-    """The training source `src` with the eval options of `sc` (e.g. match: contains)."""
+    """The training source `src` with the eval options of `sc` (e.g. match: contains).
+
+    A response_field set on the eval set names the target instead: HaluEval trains on the
+    hallucinated answer, but the hallucination rate needs the right one as the target
+    (`eval.forget: {response_field: right_answer, hallucinated_field: hallucinated_answer}`)."""
     opts = {k: getattr(sc, k) for k in _EVAL_KEYS} if sc is not None else {}
-    return EvalSetConfig(**{k: getattr(src, k) for k in _SOURCE_KEYS}, **opts)
+    keys = {k: getattr(src, k) for k in _SOURCE_KEYS}
+    if sc is not None and sc.response_field != "response":
+        keys["response_field"] = sc.response_field
+    return EvalSetConfig(**keys, **opts)
 
 
 def _set_config(cfg: Config, role: str) -> tuple[Optional[EvalSetConfig], bool]:
