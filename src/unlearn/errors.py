@@ -27,3 +27,15 @@ def where(source: str | None, line: int | None = None, field: str | None = None)
         loc = f"{loc}: {field}" if loc else field
     return loc
 
+
+class RunInterrupted(UnlearnError):
+    """The run stopped on SIGINT/SIGTERM after finishing a step and writing a checkpoint.
+
+    The message says how to resume. `signum` is the signal; `checkpoint` the folder written (or
+    None where checkpoints are not possible).
+    """
+
+    def __init__(self, message: str, signum: int, checkpoint: object = None):
+        super().__init__(message)
+        self.signum = signum
+        self.checkpoint = checkpoint
