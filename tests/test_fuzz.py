@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -29,11 +30,13 @@ from unlearn.data import Encoder, load_examples
 from unlearn.errors import UnlearnError
 from unlearn.objective import Objective
 
+# HYPOTHESIS_PROFILE=explore: fresh random cases, 20 times as many.
+SCALE = 20 if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 1
 FAST = settings(
-    max_examples=100, deadline=5000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=100 * SCALE, deadline=5000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 FEW = settings(
-    max_examples=50, deadline=5000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=50 * SCALE, deadline=5000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 
 
@@ -201,7 +204,7 @@ def tokenizer():
     return load_tokenizer(ModelConfig(name="tiny-random-llama"))
 
 
-@settings(max_examples=80, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80 * SCALE, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 @given(prompt=st.one_of(TEXT, TEXT, LONG), response=st.one_of(TEXT, TEXT, LONG), template=st.sampled_from(["qa", "chat", "{prompt}{response}",
        "Q: {prompt}\nA: {response}\n", "{prompt} {prompt} -> {response}"]),
        max_length=st.integers(8, 300), add_eos=st.booleans())
