@@ -8,6 +8,28 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings
+
+# Property-based tests are reproducible by default: the same cases on every run and machine.
+# HYPOTHESIS_PROFILE=explore draws fresh random cases (and more of them) to look for new bugs.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+FUZZ_CASES: dict[str, int] = {}
+
+
+def count_fuzz_case(what: str) -> None:
+    """Count one property-based test case, for the summary printed at the end of the session."""
+    FUZZ_CASES[what] = FUZZ_CASES.get(what, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if FUZZ_CASES:
+        terminalreporter.section("fuzz cases tried")
+        for what, n in FUZZ_CASES.items():
+            terminalreporter.write_line(f"{n:6d}  {what}")
+        terminalreporter.write_line(f"{sum(FUZZ_CASES.values()):6d}  in all")
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

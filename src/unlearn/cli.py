@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional
 import typer
 from rich.console import Console
 
-from unlearn.errors import UnlearnError
+from unlearn.errors import RunInterrupted, UnlearnError
 
 app = typer.Typer(
     help="Make a language model stop saying things, from examples of what it must stop saying.",
@@ -32,6 +32,10 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except RunInterrupted as e:
+            if os.environ.get("RANK", "0") == "0":  # every process stops; one says so
+                err.print(f"[yellow]interrupted:[/yellow] {e}", soft_wrap=True)
+            raise typer.Exit(128 + e.signum) from None
         except UnlearnError as e:
             err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
             raise typer.Exit(2) from None

@@ -11,6 +11,7 @@ the line and the key, and list the valid keys of the section.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -146,6 +147,11 @@ class SourceConfig:
             "passage_words",
             f"must be more than prompt_words ({self.prompt_words}), got {self.passage_words}",
         )
+        _check(
+            self.prompt_field != self.response_field,
+            "response_field",
+            f"must differ from prompt_field (both are '{self.prompt_field}')",
+        )
 
     def describe(self) -> str:
         return self.path or self.dataset or "(inline)"
@@ -251,7 +257,9 @@ class TrainConfig:
         3.0, help="The paper advises 3-5x more steps after the forget loss jumps."
     )
     max_nonfinite: int = _f(
-        3, help="Stop after this many optimizer steps in a row with a non-finite loss (each is skipped)."
+        3,
+        help="Stop after this many optimizer steps in a row with a non-finite loss term or gradient "
+        "(each such step is skipped; the error names the term).",
     )
     eval_every: int = _f(
         0,
@@ -498,6 +506,8 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(bool(self.output_dir and self.output_dir.strip()), "output_dir", "must not be empty")
+        # numpy's seed (set by accelerate's set_seed) must fit in an unsigned 32-bit integer.
+        _check(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
         if isinstance(self.objective, str):
             _check(
                 self.objective in PRESETS,
@@ -525,6 +535,7 @@ class Config:
                 f"objective.{term}",
                 f"weight must be > 0, got {weight} (remove the term to turn it off)",
             )
+            _check(math.isfinite(weight), f"objective.{term}", f"weight must be finite, got {weight}")
             if isinstance(spec, dict):
                 spec["weight"] = weight
             else:
@@ -649,12 +660,29 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict[str, str]) -> Any:
         f = _as_float(value)
         if f is None:
             raise _Mismatch
+        if not math.isfinite(f):
+            raise UnlearnError(f"{_loc(origins, key)}: must be a finite number, got {f}")
         return f
     if tp is str:
         if isinstance(value, str):
+            _check_text(value, key, origins)
             return value
         raise _Mismatch
     raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not user input
+
+
+def _check_text(value: str, key: str, origins: dict[str, str]) -> None:
+    """Strings become paths, model names and training text: no NUL, no lone surrogates (YAML's
+    "\\ud800" escape makes one; it cannot be written to a file or given to a tokenizer)."""
+    if "\x00" in value:
+        raise UnlearnError(f"{_loc(origins, key)}: contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UnlearnError(
+            f"{_loc(origins, key)}: contains an invalid character (lone surrogate "
+            f"U+{ord(value[e.start]):04X})"
+        ) from None
 
 
 def _loc(origins: dict[str, str], key: str) -> str:
@@ -698,6 +726,7 @@ def build(cls: type, data: dict[str, Any], prefix: str, origins: dict[str, str])
                     pass
             got = data[name]
             shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
             raise UnlearnError(
                 f"{_loc(origins, full)}: expected {_type_name(hints[name])}, got {shown}"
             ) from None
@@ -715,7 +744,15 @@ def build(cls: type, data: dict[str, Any], prefix: str, origins: dict[str, str])
 # YAML with line numbers, overrides
 
 
-def _record_lines(node: yaml.Node, prefix: str, source: str, origins: dict[str, str]) -> None:
+def _record_lines(
+    node: yaml.Node, prefix: str, source: str, origins: dict[str, str], seen_nodes: set[int] | None = None
+) -> None:
+    # An alias shares its anchor's node: walk each node once, or nested aliases (the "billion laughs"
+    # file of a few hundred bytes) take exponential time. Keys under an alias report the alias's line.
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -726,12 +763,40 @@ def _record_lines(node: yaml.Node, prefix: str, source: str, origins: dict[str, 
                 raise UnlearnError(f"{source} line {line}: {full}: duplicate key")
             seen.add(key)
             origins[full] = f"{source} line {line}"
-            _record_lines(value_node, full, source, origins)
+            _record_lines(value_node, full, source, origins, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             full = f"{prefix}.{i}"
             origins[full] = f"{source} line {item.start_mark.line + 1}"
-            _record_lines(item, full, source, origins)
+            _record_lines(item, full, source, origins, seen_nodes)
+
+
+MAX_YAML_DEPTH = 64
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """(node tree, data) of a YAML text, parsed once with the safe loader. Nesting deeper than
+    MAX_YAML_DEPTH raises _TooDeep first: PyYAML's composer recurses once per level and takes
+    seconds to fail with a RecursionError on a few kilobytes of '['."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):  # the event parser does not recurse
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise _TooDeep(event.start_mark.line + 1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -757,34 +822,41 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     except OSError as e:
         raise UnlearnError(f"{p}: cannot read ({e.strerror})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _parse_yaml(text)
+    except _TooDeep as e:
+        raise UnlearnError(f"{p} line {e.line}: YAML nested more than {MAX_YAML_DEPTH} levels deep") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise UnlearnError(f"{p}{line}: YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise UnlearnError(f"{p}: YAML nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UnlearnError(f"{p} line 1: expected a mapping of sections, got {type(data).__name__}")
     origins: dict[str, str] = {"": str(p)}
     if node is not None:
-        _record_lines(node, "", str(p), origins)
+        try:
+            _record_lines(node, "", str(p), origins)
+        except RecursionError:
+            raise UnlearnError(f"{p}: YAML nested too deeply") from None
     return data, origins
 
 
 def apply_override(data: dict[str, Any], override: str, origins: dict[str, str]) -> None:
     """Apply one `section.key=value` override in place (value parsed as YAML)."""
+    shown = override if len(override) <= 80 else override[:77] + "..."
     if "=" not in override:
-        raise UnlearnError(f"command line: '{override}': expected section.key=value")
+        raise UnlearnError(f"command line: '{shown}': expected section.key=value")
     key, _, raw = override.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise UnlearnError(f"command line: '{override}': expected section.key=value")
+        raise UnlearnError(f"command line: '{shown}': expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = _parse_yaml(raw)[1] if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError, _TooDeep):
         value = raw
     parts = key.split(".")
     node = data
@@ -813,11 +885,11 @@ def apply_override(data: dict[str, Any], override: str, origins: dict[str, str])
             )
         node = nxt
     node[parts[-1]] = value
-    origins[key] = f"command line '{override}'"
+    origins[key] = f"command line '{shown}'"
     origins["=" + key] = raw  # kept for string fields whose text YAML reads as something else
     # Keys below an overridden key no longer come from the file.
     for k in [k for k in origins if k.startswith(key + ".")]:
-        origins[k] = f"command line '{override}'"
+        origins[k] = f"command line '{shown}'"
 
 
 def config_from_dict(

@@ -9,7 +9,10 @@ class UnlearnError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()) if "\n" in str(message) else str(message))
+        text = str(message)
+        # One line, whatever the user's text held: \r, \u2028 and the like count as line breaks too.
+        # (A sentinel is appended so that a trailing break counts too.)
+        super().__init__(" ".join(text.split()) if len((text + ".").splitlines()) > 1 else text)
 
 
 def where(source: str | None, line: int | None = None, field: str | None = None) -> str:
@@ -23,3 +26,16 @@ def where(source: str | None, line: int | None = None, field: str | None = None)
     if field:
         loc = f"{loc}: {field}" if loc else field
     return loc
+
+
+class RunInterrupted(UnlearnError):
+    """The run stopped on SIGINT/SIGTERM after finishing a step and writing a checkpoint.
+
+    The message says how to resume. `signum` is the signal; `checkpoint` the folder written (or
+    None where checkpoints are not possible).
+    """
+
+    def __init__(self, message: str, signum: int, checkpoint: object = None):
+        super().__init__(message)
+        self.signum = signum
+        self.checkpoint = checkpoint

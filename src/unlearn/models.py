@@ -180,8 +180,10 @@ def ensure_pad_token(tokenizer: Any, model: Any | None = None) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     else:
         tokenizer.add_special_tokens({"pad_token": "<pad>"})
-        if model is not None and model.get_input_embeddings().num_embeddings < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer))
+    # Checked apart from the branch above: load_tokenizer() may have added the pad token already,
+    # before the model was loaded, and the new id must still have an embedding row.
+    if model is not None and model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
     if model is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
@@ -278,6 +280,12 @@ def load_model(cfg: ModelConfig, tokenizer: Any | None = None) -> tuple[Any, Any
         model = _tiny_model(ALIASES[where](), tokenizer, dtype)
     elif kind == "local" and (where / "adapter_config.json").exists():
         from peft import PeftModel
+
+        if not cfg.allow_pickle and _has_only_pickle(where):
+            raise UnlearnError(
+                f"model '{cfg.name}': the adapter has only pickle-based weights (.bin/.pt); they can "
+                "run arbitrary code when loaded: convert to safetensors or set model.allow_pickle: true"
+            )
 
         base_cfg = ModelConfig(
             name=_adapter_base(where), dtype=cfg.dtype, revision=cfg.revision,
@@ -380,22 +388,32 @@ class Reference:
 # Saving
 
 
-def save_model(model: Any, tokenizer: Any, folder: Path, *, base_name: str, merge: bool) -> dict[str, str]:
+def save_model(
+    model: Any, tokenizer: Any, folder: Path, *, base_name: str, merge: bool,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> dict[str, str]:
     """Save the result under `folder` atomically (written next to it, then renamed into place).
 
     Full fine-tune: folder/model. LoRA: folder/model holds the adapter, or the merged model when
-    `merge` (the adapter then goes to folder/adapter). Returns {kind: path} of what was written.
+    `merge` (the adapter then goes to folder/adapter). `state_dict`: the weights to save when the
+    model's own are sharded across processes (FSDP, ZeRO-3). A failed write leaves no partial
+    folder behind. Returns {kind: path} of what was written.
     """
+    from unlearn.reliability import replace_dir
+
     written: dict[str, str] = {}
+    extra = {} if state_dict is None else {"state_dict": state_dict}
 
     def atomic(name: str, write: Callable[[Path], None]) -> None:
         final = folder / name
         tmp = folder / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        write(tmp)
-        tokenizer.save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            write(tmp)
+            tokenizer.save_pretrained(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        replace_dir(tmp, final)
         written[name] = str(final)
 
     if is_peft(model):
@@ -407,12 +425,12 @@ def save_model(model: Any, tokenizer: Any, folder: Path, *, base_name: str, merg
             # save_embedding_layers=False: peft would otherwise look the base model up on the hub
             # to decide; embeddings are only resized when a pad token is added, which reloading
             # through load_model() repeats.
-            model.save_pretrained(p, safe_serialization=True, save_embedding_layers=False)
+            model.save_pretrained(p, safe_serialization=True, save_embedding_layers=False, **extra)
 
         atomic("adapter" if merge else "model", save_adapter)
         if merge:
             merged = model.merge_and_unload()
             atomic("model", lambda p: merged.save_pretrained(p, safe_serialization=True))
     else:
-        atomic("model", lambda p: model.save_pretrained(p, safe_serialization=True))
+        atomic("model", lambda p: model.save_pretrained(p, safe_serialization=True, **extra))
     return written

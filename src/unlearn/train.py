@@ -5,17 +5,22 @@
     -> for each step: micro-batches -> one fused forward -> objective -> backward -> clip -> step
        log a line to train_log.jsonl; checkpoint every save_every; stop on max_steps or the rule
     -> save the model atomically; mark run.json done
+
+Every way out leaves run.json saying how the run ended (see unlearn.reliability): done;
+interrupted (SIGINT/SIGTERM: the step is finished, a checkpoint written, RunInterrupted raised);
+failed (the reason; the error is re-raised). Under several processes the decisions that end or
+skip a step are taken on values all-reduced across ranks, so every rank takes the same one.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
 import uuid
+import warnings as warnings_
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +33,19 @@ from unlearn.config import Config
 from unlearn.data import Encoder, StepBatcher, TruncationReport, encode_examples, load_source, split_examples
 from unlearn.data.batch import FROM_FORGET
 from unlearn.data.refusals import REFUSALS
-from unlearn.errors import UnlearnError
+from unlearn.data.checks import data_warnings
+from unlearn.distributed import (
+    agree, check_engine_options, configure_engine, engine, full_state_dict, make_shardable,
+    nonfinite_terms, on_main, reference_forward, sharded, sum_across,
+)
+from unlearn.errors import RunInterrupted, UnlearnError
 from unlearn.models import Reference, add_lora, load_model, save_model
-from unlearn.objective import Objective, ResponseLM, StepContext, response_logits
+from unlearn.objective import Objective, ResponseLM, StepContext
+from unlearn.reliability import (
+    WRITE_ERRNOS, GracefulStop, Manifest, check_free_space, check_writable, estimate_output_bytes,
+    fsync_path, inside, is_write_error, iter_log, one_line, refuse_dangerous_overwrite,
+    remove_stale_temps, replace_dir, run_status, write_error, write_text_atomic,
+)
 
 DEFAULT_LR_FULL = 2e-6
 DEFAULT_LR_LORA = 1e-4
@@ -51,9 +66,7 @@ class RunResult:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def check_output_dir(path: Path, *, overwrite: bool, resume: bool) -> None:
@@ -64,19 +77,17 @@ def check_output_dir(path: Path, *, overwrite: bool, resume: bool) -> None:
         if resume:
             if not (path / "config.yaml").exists():
                 raise UnlearnError(f"--resume: '{path}' holds no run (no config.yaml)")
-            return
-        if any(path.iterdir()) and not overwrite:
+            # A resumed run writes into what is there: a planted symlink must not lead elsewhere.
+            for name in ("config.yaml", "run.json", "train_log.jsonl", "checkpoints", "model", "adapter"):
+                inside(path, name)
+        elif any(path.iterdir()) and not overwrite:
             raise UnlearnError(
                 f"output_dir '{path}' exists and is not empty; pass --overwrite to replace it "
                 "or --resume to continue it"
             )
     elif resume:
         raise UnlearnError(f"--resume: output_dir '{path}' does not exist")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise UnlearnError(f"output_dir '{path}': cannot write in '{probe}' (permission denied)")
+    check_writable(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,14 +118,38 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> No
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
 
 
-def save_checkpoint(folder: Path, step: int, model: Any, optimizer: Any, scheduler: Any, keep_last: int) -> Path:
-    """Write checkpoints/step-N atomically (a temp folder renamed into place)."""
-    from safetensors.torch import save_file
+def save_checkpoint(
+    folder: Path, step: int, model: Any, optimizer: Any, scheduler: Any, keep_last: int,
+    data: dict[str, Any] | None = None,
+) -> Path:
+    """Write checkpoints/step-N atomically (a temp folder, flushed to disk, renamed into place).
 
-    root = folder / "checkpoints"
+    A failed write (full disk) removes the temp folder, keeps the older checkpoints and raises an
+    UnlearnError. `data` records the data position (the batches are a pure function of the seed
+    and the micro-batch index, so the position is all the sampler state there is).
+    """
+    root = inside(folder, "checkpoints")
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_checkpoint(tmp, step, model, optimizer, scheduler, data)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_error(e):
+            raise write_error(f"checkpoint {final.name}", e) from None
+        raise
+    replace_dir(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_checkpoint(
+    tmp: Path, step: int, model: Any, optimizer: Any, scheduler: Any, data: dict[str, Any] | None
+) -> None:
+    from safetensors.torch import save_file
+
     tmp.mkdir()
     trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
     save_file(trainable, tmp / "trainable.safetensors")
@@ -133,14 +168,11 @@ def save_checkpoint(folder: Path, step: int, model: Any, optimizer: Any, schedul
     write_json_atomic(
         tmp / "state.json",
         {"step": step, "param_groups": opt["param_groups"], "optimizer_scalars": opt_meta,
-         "scheduler": sched, "rng": rng_meta},
+         "scheduler": sched, "rng": rng_meta, "data": data or {}},
     )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in sorted(root.glob("step-*"))[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    for f in tmp.iterdir():
+        fsync_path(f)
+    fsync_path(tmp)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -148,18 +180,43 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> int:
+def load_checkpoint(
+    path: Path, model: Any, optimizer: Any, scheduler: Any, data: dict[str, Any] | None = None
+) -> int:
+    """Restore weights, optimizer, scheduler and RNG from a checkpoint; return its step. `data`:
+    this run's data position keys, which must match the checkpoint's (same global batch)."""
     from safetensors.torch import load_file
 
-    state = json.loads((path / "state.json").read_text())
-    trainable = load_file(path / "trainable.safetensors")
-    params = dict(model.named_parameters())
+    try:
+        state = json.loads((path / "state.json").read_text())
+        trainable = load_file(path / "trainable.safetensors")
+        opt_tensors = load_file(path / "optimizer.safetensors")
+        rng_tensors = load_file(path / "rng.safetensors")
+    except Exception as e:  # a damaged disk: JSONDecodeError, SafetensorError, OSError
+        raise UnlearnError(
+            f"checkpoint {path} cannot be read ({one_line(e)}); delete it to resume from the one before"
+        ) from None
+    saved_data = state.get("data") or {}
+    for key, ours in (data or {}).items():
+        if key in saved_data and key != "micro_batch_index" and saved_data[key] != ours:
+            raise UnlearnError(
+                f"--resume: checkpoint {path.name} was written with {key} {saved_data[key]}, this run "
+                f"has {ours} (train.batch_size x processes must stay the same)"
+            )
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(params) - set(trainable))
+    if missing:
+        raise UnlearnError(f"{path}: checkpoint lacks trained parameter '{missing[0]}' of this model")
     with torch.no_grad():
         for n, t in trainable.items():
             if n not in params:
                 raise UnlearnError(f"{path}: checkpoint has parameter '{n}' that this model lacks")
+            if tuple(t.shape) != tuple(params[n].shape):
+                raise UnlearnError(
+                    f"{path}: parameter '{n}' has shape {tuple(t.shape)} in the checkpoint, "
+                    f"{tuple(params[n].shape)} in this model"
+                )
             params[n].copy_(t.to(params[n].device, params[n].dtype))
-    opt_tensors = load_file(path / "optimizer.safetensors")
     opt_state: dict[int, dict[str, Any]] = {}
     for key, v in list(opt_tensors.items()) + list(state["optimizer_scalars"].items()):
         idx, _, name = key.partition(".")
@@ -167,7 +224,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> i
     optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     # LambdaLR keeps its lambdas out of the checkpoint (functions): they come from the config.
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
-    _set_rng_state(load_file(path / "rng.safetensors"), state["rng"])
+    _set_rng_state(rng_tensors, state["rng"])
     return int(state["step"])
 
 
@@ -245,6 +302,16 @@ def _pool(cfg: Config, retain_examples: list | None) -> list[str]:
     return [e.response for e in retain_examples]
 
 
+@dataclass
+class _Exit:
+    """What the exit paths of a run need; filled in by _train as the run goes."""
+
+    manifest: Manifest | None = None
+    stop: GracefulStop | None = None
+    out: Path | None = None
+    step: int = 0
+
+
 def train(
     cfg: Config,
     *,
@@ -258,7 +325,50 @@ def train(
 
     evaluator(model, tokenizer, step) -> {metric: value, 'score': value} runs every
     train.eval_every steps (unlearn.run passes unlearn.evaluate.during.TrainingEvaluator).
+
+    Raises UnlearnError for bad input (nothing written) and for a run that fails (run.json says
+    `failed` and why), RunInterrupted after SIGINT/SIGTERM (run.json says `interrupted`).
     """
+    ex = _Exit()
+    try:
+        return _train(cfg, ex, overwrite=overwrite, resume=resume, finetune=finetune, console=console,
+                      evaluator=evaluator)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        if ex.manifest is not None:
+            ex.manifest.end("interrupted", steps=ex.step, reason="KeyboardInterrupt (no checkpoint written)",
+                            last_checkpoint=_latest(ex.out))
+        raise
+    except BaseException as e:
+        err = e
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            err = write_error(f"to {ex.out or cfg.output_dir}", e)
+        if ex.manifest is not None:
+            ex.manifest.end("failed", steps=ex.step, reason=one_line(err), last_checkpoint=_latest(ex.out))
+        if err is not e:
+            raise err from None
+        raise
+    finally:
+        if ex.stop is not None:
+            ex.stop.restore()
+
+
+def _latest(out: Path | None) -> str | None:
+    ckpt = latest_checkpoint(out) if out is not None else None
+    return str(ckpt) if ckpt is not None else None
+
+
+def _train(
+    cfg: Config,
+    ex: _Exit,
+    *,
+    overwrite: bool,
+    resume: bool,
+    finetune: bool,
+    console: Any,
+    evaluator: Callable[[Any, Any, int], dict[str, float]] | None,
+) -> RunResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from rich.console import Console
@@ -275,6 +385,13 @@ def train(
     check_output_dir(out, overwrite=overwrite, resume=resume)
     if resume:
         _check_resume_config(out, cfg)
+        if run_status(out) == "done" and latest_checkpoint(out) is None:
+            raise UnlearnError(
+                f"--resume: the run in '{out}' finished and left no checkpoint to continue from "
+                "(train.save_every: 0); start again with --overwrite"
+            )
+    elif overwrite and out.exists():
+        refuse_dangerous_overwrite(out, _inputs(cfg))
 
     segments = objective.segments
     need_forget = any(s in FROM_FORGET for s in segments)
@@ -308,6 +425,11 @@ def train(
 
     set_seed(cfg.seed)
     model, tokenizer = load_model(cfg.model)
+    warnings: list[tuple[str, int, str]] = []
+    if tokenizer.eos_token_id is None:
+        warnings.append(("tokenizer_without_eos", 1, "the tokenizer has no EOS token: responses are "
+                         "trained without an end marker (data.add_eos has no effect), padding uses "
+                         f"'{tokenizer.pad_token}'"))
     encoder = Encoder(tokenizer, cfg.data.template, cfg.data.max_length, cfg.data.add_eos)
     report = TruncationReport()
     forget_enc = encode_examples(encoder, forget) if forget and need_forget else []
@@ -328,8 +450,17 @@ def train(
 
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
-        cpu=cfg.train.device == "cpu",
+        # On a machine without a GPU, `auto` must say cpu: otherwise accelerate ignores the
+        # processes torchrun started and each one trains alone (and they overwrite each other).
+        cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
     )
+    check_engine_options(accelerator, save_every=cfg.train.save_every, merge=cfg.model.merge,
+                         grad_accum=cfg.train.grad_accum, where=cfg.origin)
+    global_batch = cfg.train.batch_size * accelerator.num_processes
+    warnings += data_warnings(forget if need_forget else None, retain if "retain" in segments else None,
+                              global_batch=global_batch)
+    if not resume:
+        check_free_space(out, *_output_bytes(cfg, model))
     batcher = StepBatcher(
         encoder,
         forget=forget_enc,
@@ -351,7 +482,13 @@ def train(
         if out.exists() and overwrite and not resume:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
+        if resume:
+            remove_stale_temps(out)
+        write_text_atomic(out / "config.yaml", cfg.to_yaml())
+    ex.out = out
+    ex.manifest = Manifest(out / "run.json", main, kind="finetune" if finetune else "unlearn",
+                           model=cfg.model.name, output_dir=str(out))
+    ex.manifest.update()
     accelerator.wait_for_everyone()
 
     # ---- 3. model, reference, optimizer -------------------------------------------------------
@@ -370,48 +507,57 @@ def train(
         cfg.train.scheduler, optimizer, num_warmup_steps=cfg.train.warmup_steps,
         num_training_steps=cfg.train.max_steps,
     )
+    probe = batcher.batch(0)
+    if sharded(accelerator):  # once the engine splits the weights, only its wrapper may run them
+        policy.check_fast_path(probe.input_ids[:1], probe.attention_mask[:1], probe.labels[:1])
+        make_shardable(policy)
+    # LoRA: the policy with adapters disabled. Full fine-tune: one frozen copy in compute dtype,
+    # taken before the engine shards the policy, then prepared (sharded) like it.
+    reference = (
+        Reference.build(model, compute_dtype if cfg.model.lora is None else None)
+        if objective.needs_reference else None
+    )
+    configure_engine(accelerator, batch_size=cfg.train.batch_size, max_grad_norm=cfg.train.max_grad_norm)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     inner = accelerator.unwrap_model(policy)
-    probe = batcher.batch(0).to(accelerator.device)
-    inner.check_fast_path(probe.input_ids[:1], probe.attention_mask[:1], probe.labels[:1])
-
-    reference_fn = None
-    if objective.needs_reference:
-        # LoRA: the policy with adapters disabled. Full fine-tune: one frozen copy in compute dtype.
-        reference = Reference.build(inner.model, compute_dtype if cfg.model.lora is None else None)
-
-        def reference_fn(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, hidden_layers=()):
-            with accelerator.autocast(), reference.model() as ref_model:
-                return response_logits(ref_model, ids, mask, labels, inner.fast, hidden_layers)
+    params = [p for p in inner.parameters() if p.requires_grad]  # FSDP2 replaces them with shards
+    if not sharded(accelerator):
+        probe = probe.to(accelerator.device)
+        inner.check_fast_path(probe.input_ids[:1], probe.attention_mask[:1], probe.labels[:1])
+    reference_fn = reference_forward(accelerator, policy, inner, reference)
 
     start_step = 0
-    log_path = out / "train_log.jsonl"
+    log_path = inside(out, "train_log.jsonl")
+    data_position = {"seed": cfg.seed, "global_batch": global_batch, "grad_accum": cfg.train.grad_accum}
     if resume:
         ckpt = latest_checkpoint(out)
         if ckpt is None:
-            raise UnlearnError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
-        start_step = load_checkpoint(ckpt, inner.model, optimizer, scheduler)
-        if main and log_path.exists():
-            kept = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start_step]
-            log_path.write_text("".join(ln + "\n" for ln in kept))
-        console.print(f"Resuming from {ckpt} (step {start_step})")
+            console.print(f"No complete checkpoint in {out / 'checkpoints'}: starting again from step 0")
+        else:
+            start_step = load_checkpoint(ckpt, inner.model, optimizer, scheduler, data_position)
+            console.print(f"Resuming from {ckpt} (step {start_step})")
+        if main:
+            _truncate_log(log_path, start_step)
 
     n_trainable = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in inner.model.parameters())
     manifest = {
-        "status": "running",
-        "kind": "finetune" if finetune else "unlearn",
-        "model": cfg.model.name,
         "objective": cfg.objective,
         "examples": {"forget": len(forget or []), "retain": len(retain or []), "mismatch_pool": len(pool)},
         "truncated": {"prompts": report.prompts, "responses": report.responses, "of": report.total},
+        "warnings": {key: n for key, n, _ in warnings},
         "trainable_parameters": n_trainable,
         "parameters": n_total,
         "fast_logits": inner.fast,
+        "processes": accelerator.num_processes,
+        "engine": engine(accelerator),
+        "resumed_from": start_step if resume else None,
     }
+    ex.manifest.update(**manifest)
     if main:
-        write_json_atomic(out / "run.json", manifest)
         _print_plan(console, cfg, manifest, segments)
+        for _, _, text in warnings:
+            console.print(f"[yellow]warning: {text}[/yellow]")
 
     # ---- 4. the loop -----------------------------------------------------------------------------
     stopper = (
@@ -428,8 +574,16 @@ def train(
     step = start_step
     best_file = out / "best" / "best.json"
     best = json.loads(best_file.read_text()) if resume and cfg.train.keep_best and best_file.exists() else None
+    ex.stop = GracefulStop().install()
+
+    def checkpoint() -> None:
+        on_main(accelerator, lambda: save_checkpoint(
+            out, step, inner.model, optimizer, scheduler, cfg.train.keep_last,
+            {**data_position, "micro_batch_index": step * accum}))
+
     try:
         while step < cfg.train.max_steps:
+            ex.step = step
             t0 = time.time()
             sums: dict[str, float] = {}
             tokens = 0
@@ -443,15 +597,19 @@ def train(
                         policy, batch, reference_fn, objective.reference_segments, objective.hidden_layers
                     )
                     loss, values = objective(ctx)
-                    if not torch.isfinite(loss):
-                        bad_terms = [k for k, v in values.items() if not torch.isfinite(v)] or ["loss"]
-                        break
-                    accelerator.backward(loss / accum)
+                    # Decided on every rank's values at once, so that all ranks skip the backward
+                    # (and its gradient all-reduce) together; DeepSpeed would step inside it.
+                    bad_terms = nonfinite_terms(accelerator, loss, values)
+                    if not bad_terms:
+                        accelerator.backward(loss / accum)
+                if bad_terms:
+                    break
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) / accum
                 if ctx.has("forget"):
                     sums["forget_nll"] = sums.get("forget_nll", 0.0) + float(ctx.seq_nll("forget").detach().mean()) / accum
+            sums, tokens, stop_requested = agree(accelerator, sums, tokens, ex.stop.requested)
 
             grad_norm = None
             if not bad_terms:
@@ -460,25 +618,35 @@ def train(
                 else:
                     grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
                 if not math.isfinite(grad_norm) and cfg.train.mixed_precision != "fp16":
-                    bad_terms = ["gradient"]
+                    optimizer.zero_grad(set_to_none=True)
+                    culprits = _gradient_culprits(accelerator, objective, inner, reference_fn, batcher,
+                                                  range(step * accum, (step + 1) * accum), params)
+                    bad_terms = [f"{t} gradient" for t in culprits] or ["gradient"]
             if bad_terms:
                 optimizer.zero_grad(set_to_none=True)
                 nonfinite_run += 1
-                console.print(
-                    f"[yellow]step {step + 1}: non-finite {', '.join(bad_terms)}; step skipped "
-                    f"({nonfinite_run}/{cfg.train.max_nonfinite} in a row)[/yellow]"
-                )
+                if main:
+                    console.print(
+                        f"[yellow]step {step + 1}: non-finite {', '.join(bad_terms)}; step skipped "
+                        f"({nonfinite_run}/{cfg.train.max_nonfinite} in a row)[/yellow]"
+                    )
                 if nonfinite_run >= cfg.train.max_nonfinite:
                     stop_reason = f"non-finite {', '.join(bad_terms)} at step {step + 1}"
+                    good = latest_checkpoint(out)
                     raise UnlearnError(
-                        f"stopped: {stop_reason} ({nonfinite_run} steps in a row); try a lower "
+                        f"stopped: {stop_reason} ({nonfinite_run} steps in a row, none applied); last good "
+                        f"checkpoint: {good if good else 'none (train.save_every: 0)'}; try a lower "
                         "train.lr or train.mixed_precision: no"
                     )
                 step += 1
-                scheduler.step()
+                with warnings_.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
+                    warnings_.simplefilter("ignore", UserWarning)
+                    scheduler.step()
                 if main:
                     log_file.write(json.dumps({"step": step, "skipped": True, "nonfinite": bad_terms}) + "\n")
                     log_file.flush()
+                if stop_requested:
+                    _interrupt(ex, accelerator, cfg, step, checkpoint, finetune)
                 continue
             nonfinite_run = 0
             optimizer.step()
@@ -492,7 +660,7 @@ def train(
                 **{k: v for k, v in sums.items() if k != "loss"},
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm,
-                "tokens": tokens * accelerator.num_processes,
+                "tokens": tokens,
                 "seconds": round(time.time() - t0, 4),
             }
             if evaluator is not None and (step % cfg.train.eval_every == 0 or step == cfg.train.max_steps):
@@ -503,33 +671,43 @@ def train(
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
                 progress.update(step, {k: v for k, v in sums.items()})
+            saved = False
             if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.max_steps:
-                if main:
-                    save_checkpoint(out, step, inner.model, optimizer, scheduler, cfg.train.keep_last)
-                accelerator.wait_for_everyone()
+                checkpoint()
+                saved = True
             if stopper is not None and stopper.update(step, sums["forget_nll"]):
                 stop_reason = (
                     f"forget NLL above {cfg.train.stop_forget_nll} since step {stopper.crossed_at}"
                 )
                 break
+            if stop_requested and step < cfg.train.max_steps:
+                _interrupt(ex, accelerator, cfg, step, None if saved else checkpoint, finetune)
     finally:
         if progress is not None:
             progress.close()
         if log_file is not None:
             log_file.close()
+    ex.step = step
 
     # ---- 5. save -----------------------------------------------------------------------------------
-    accelerator.wait_for_everyone()
-    written: dict[str, str] = {}
+    state_dict = full_state_dict(accelerator, policy)  # FSDP/ZeRO-3: gathered from every rank
+
+    def save() -> dict[str, str]:
+        inside(out, "model"), inside(out, "adapter")
+        try:
+            return save_model(inner.model, tokenizer, out, base_name=cfg.model.name, merge=cfg.model.merge,
+                              state_dict=state_dict)
+        except Exception as e:
+            if is_write_error(e):
+                raise write_error(f"the model to {out / 'model'}", e) from None
+            raise
+
+    written = on_main(accelerator, save) or {}
+    ex.manifest.update(
+        status="done", steps=step, stop_reason=stop_reason, seconds=round(time.time() - t_start, 2),
+        outputs=written, **({"best": best} if best is not None else {}),
+    )
     if main:
-        written = save_model(inner.model, tokenizer, out, base_name=cfg.model.name, merge=cfg.model.merge)
-        manifest.update(
-            status="done", steps=step, stop_reason=stop_reason, seconds=round(time.time() - t_start, 2),
-            outputs=written,
-        )
-        if best is not None:
-            manifest["best"] = best
-        write_json_atomic(out / "run.json", manifest)
         console.print(f"[green]Done[/green] after {step} steps ({stop_reason}). Model: {out / 'model'}")
     accelerator.wait_for_everyone()
     return RunResult(out, step, stop_reason, time.time() - t_start, out / "model", last)
@@ -553,6 +731,89 @@ def _evaluate(
         best = {"step": step, **values}
         write_json_atomic(out / "best" / "best.json", best)
     return best
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers of the run: what the loop calls, kept out of it so that it reads top to bottom
+
+
+def _inputs(cfg: Config) -> list[Path]:
+    """The files a run reads: --overwrite must not delete them."""
+    paths = [cfg.data.forget, cfg.data.retain, cfg.data.mismatch]
+    found = [Path(s.path) for s in paths if s is not None and s.path]
+    if Path(cfg.model.name).expanduser().exists():
+        found.append(Path(cfg.model.name))
+    source = cfg._origins.get("", "")
+    if source and Path(source).is_file():
+        found.append(Path(source))
+    return found
+
+
+def _output_bytes(cfg: Config, model: Any) -> tuple[int, str]:
+    """(bytes, description) the run will write; see estimate_output_bytes."""
+    params = list(model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+    whole = sum(p.numel() * p.element_size() for p in params)
+    checkpoints = cfg.train.keep_last + 1 if cfg.train.save_every else 0
+    return estimate_output_bytes(trainable, whole, lora=cfg.model.lora is not None,
+                                 merge=cfg.model.merge, checkpoints=checkpoints)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines of steps up to `step` (the checkpoint resumed from): the resumed run
+    writes the later ones again. A line torn by a kill is dropped. Rewritten atomically."""
+    if not path.exists():
+        return
+    keep = [json.dumps(rec) for rec in iter_log(path) if rec["step"] <= step]
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def _gradient_culprits(
+    accelerator: Any, objective: Objective, inner: Any, reference_fn: Any, batcher: StepBatcher,
+    micro_batches: range, params: list[torch.Tensor],
+) -> list[str]:
+    """Which terms have a non-finite gradient when all their values are finite: each term's
+    gradient alone, recomputed on this step's micro-batches. Runs only after a non-finite gradient.
+    Under FSDP/DeepSpeed the unwrapped model cannot run alone: the answer there is []."""
+    if sharded(accelerator):
+        return []
+    flags = [0.0] * len(objective.terms)
+    for index in micro_batches:
+        batch = batcher.batch(index).to(accelerator.device)
+        with accelerator.autocast():
+            ctx = StepContext(inner, batch, reference_fn, objective.reference_segments, objective.hidden_layers)
+            for i, wt in enumerate(objective.terms):
+                value = wt.term.fn(ctx, **wt.params)
+                if not value.requires_grad:
+                    continue
+                grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+                if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+                    flags[i] = 1.0
+    flags = sum_across(accelerator, flags)
+    return [wt.term.name for wt, f in zip(objective.terms, flags) if f > 0]
+
+
+def _interrupt(ex: _Exit, accelerator: Any, cfg: Config, step: int, checkpoint: Any, finetune: bool) -> None:
+    """After SIGINT/SIGTERM: write a checkpoint (unless this step just did), record it in run.json
+    and raise RunInterrupted with the command that resumes."""
+    assert ex.stop is not None and ex.manifest is not None and ex.out is not None
+    ckpt = None
+    if not sharded(accelerator):
+        if checkpoint is not None:
+            checkpoint()
+        ckpt = latest_checkpoint(ex.out)
+    command = f"unlearn {'finetune' if finetune else 'run'} {ex.out / 'config.yaml'} --resume"
+    if accelerator.num_processes > 1:
+        command = f"accelerate launch <the same options> -m {command}"
+    where = f"checkpoint {ckpt}" if ckpt else "no checkpoint (not supported under FSDP/DeepSpeed)"
+    ex.manifest.end("interrupted", steps=step, signal=ex.stop.name, last_checkpoint=str(ckpt) if ckpt else None,
+                    resume=command)
+    raise RunInterrupted(
+        f"{ex.stop.name}: stopped after step {step} of {cfg.train.max_steps}; {where}; "
+        f"resume with: {command}",
+        ex.stop.signum or 0,
+        ckpt,
+    )
 
 
 def _check_resume_config(out: Path, cfg: Config) -> None:

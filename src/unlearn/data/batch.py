@@ -15,6 +15,7 @@ import torch
 
 from unlearn.data.encode import IGNORE, Encoded, Encoder
 from unlearn.data.records import Example
+from unlearn.errors import UnlearnError
 
 SEGMENTS = ("forget", "mismatch", "refusal", "retain")
 # Segments whose rows are built from the forget examples (their prompts); the rest need retain data.
@@ -184,5 +185,14 @@ def encode_examples(encoder: Encoder, examples: Sequence[Example]) -> list[Encod
     out: list[Encoded] = []
     for i in range(0, len(examples), 256):
         chunk = examples[i : i + 256]
-        out.extend(encoder.encode_many([(e.prompt, e.response) for e in chunk]))
+        try:
+            out.extend(encoder.encode_many([(e.prompt, e.response) for e in chunk]))
+        except UnlearnError:
+            # Say which example it was: encode the chunk one by one to find it (error path only).
+            for e in chunk:
+                try:
+                    encoder.encode(e.prompt, e.response)
+                except UnlearnError as err:
+                    raise UnlearnError(f"{e.where}: {err}" if e.where else str(err)) from None
+            raise
     return out

@@ -6,9 +6,11 @@ Fields other than the prompt and response are kept as metadata.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,6 +25,50 @@ class Example:
     prompt: str
     response: str
     meta: dict[str, Any] = field(default_factory=dict)
+    # Where it came from ("forget.jsonl line 12"), for messages about it later (templating, checks).
+    where: str = field(default="", compare=False, repr=False)
+
+
+def _first_line(e: Exception) -> str:
+    """The first line of an exception's message (or its type when the message is empty)."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _json_loads(text: str) -> Any:
+    """json.loads, with the two ways it fails other than JSONDecodeError turned into one:
+    very deep nesting ("[[[[...": RecursionError) and, refused here, a key given twice in one
+    object (json keeps the last silently; which one the author meant is anyone's guess)."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except _DuplicateKey as e:
+        raise json.JSONDecodeError(f"duplicate key {str(e)!r}", text, 0) from None
+
+
+@contextlib.contextmanager
+def _csv_field_limit() -> Any:
+    """Lift the csv module's 128 KiB field limit (a long prompt is not an error), then restore it."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
 
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -49,7 +95,7 @@ def _records_jsonl(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = _json_loads(line)
         except json.JSONDecodeError as e:
             raise UnlearnError(f"{path} line {n}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(rec, dict):
@@ -63,7 +109,7 @@ def _records_jsonl(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
 def _records_json(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
     text = _decode(path)
     try:
-        data = json.loads(text)
+        data = _json_loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data" and text.lstrip().startswith("{"):
             # JSON Lines under a .json name (HaluEval's qa_data.json is one): read it as such.
@@ -93,6 +139,11 @@ def _records_csv(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
         line = text[: text.index("\x00")].count("\n") + 1
         raise UnlearnError(f"{path} line {line}: NUL byte in a CSV file")
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    with _csv_field_limit():
+        yield from _csv_rows(path, reader)
+
+
+def _csv_rows(path: Path, reader: csv.DictReader) -> Iterable[tuple[str, dict[str, Any]]]:
     try:
         if not reader.fieldnames:
             return
@@ -124,7 +175,7 @@ def _records_parquet(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
     try:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for corrupt files
-        raise UnlearnError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+        raise UnlearnError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
     for i, rec in enumerate(table.to_pylist()):
         yield f"row {i}", rec
 
@@ -140,7 +191,7 @@ def _records_hf(path: Path, split: str | None) -> Iterable[tuple[str, dict[str, 
         else:
             ds = datasets.load_dataset(str(path))
     except Exception as e:
-        raise UnlearnError(f"{path}: cannot load as a dataset folder ({str(e).splitlines()[0]})") from None
+        raise UnlearnError(f"{path}: cannot load as a dataset folder ({_first_line(e)})") from None
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds.keys())
         if split is None:
@@ -188,11 +239,19 @@ def to_example(
             raise UnlearnError(f"{where}: field '{name}' must be a string, got {kind}")
         if "\x00" in v:
             raise UnlearnError(f"{where}: field '{name}' contains a NUL character")
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            # JSON's "\ud800" escape decodes to a lone surrogate, which no tokenizer accepts.
+            raise UnlearnError(
+                f"{where}: field '{name}' contains an invalid character (lone surrogate "
+                f"U+{ord(v[e.start]):04X})"
+            ) from None
         values[name] = v
     if not values[response_field].strip():
         raise UnlearnError(f"{where}: field '{response_field}' is empty")
     meta = {k: v for k, v in rec.items() if k not in (prompt_field, response_field)}
-    return Example(prompt=values[prompt_field], response=values[response_field], meta=meta)
+    return Example(prompt=values[prompt_field], response=values[response_field], meta=meta, where=where)
 
 
 def load_examples(
