@@ -185,7 +185,7 @@ def test_hidden_states_are_the_decoder_layer_outputs_at_response_positions(tiny)
         with torch.no_grad():
             for fast in (True, False):
                 captured.clear()
-                logits, _, _, hidden = response_logits(model, batch.input_ids, batch.attention_mask, batch.labels, fast, (2,))
+                logits, _, _, hidden = response_logits(model, batch.input_ids, batch.attention_mask, batch.labels, fast, hidden_layers=(2,))
                 out = captured["h"][0] if isinstance(captured["h"], tuple) else captured["h"]
                 select = batch.labels[:, 1:] != IGNORE
                 assert torch.equal(hidden[2], out[:, :-1][select])

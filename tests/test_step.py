@@ -109,7 +109,7 @@ def test_every_term_trains(term, lora):
 
     def ref_fn(ids, mask, labels, hidden_layers=()):
         with ref.model() as m:
-            return response_logits(m, ids, mask, labels, True, hidden_layers)
+            return response_logits(m, ids, mask, labels, True, hidden_layers=hidden_layers)
 
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

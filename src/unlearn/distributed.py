@@ -241,6 +241,7 @@ def reference_forward(accelerator: Any, policy: Any, inner: Any, reference: Any)
     if reference.copy is not None:
         ref_lm = ResponseLM(reference.copy)
         ref_lm.fast = inner.fast
+        ref_lm.pack = inner.pack
         ref_module = prepare_reference(accelerator, ref_lm)
 
         def copy_fn(ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, **kw: Any):

@@ -1,7 +1,7 @@
 """Loss terms and their weighted sum. Each term lives in its own module and registers itself."""
 
 from unlearn.objective import dpo, ga, idk, kl, mismatch, nll, npo, rmu, simnpo  # noqa: F401  (registration)
-from unlearn.objective.context import ResponseLM, StepContext, response_logits
+from unlearn.objective.context import ResponseLM, StepContext, pack_rows, response_logits
 from unlearn.objective.registry import (
     Binding,
     Objective,
@@ -20,5 +20,6 @@ __all__ = [
     "available_terms",
     "get_term",
     "register_term",
+    "pack_rows",
     "response_logits",
 ]

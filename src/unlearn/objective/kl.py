@@ -1,7 +1,6 @@
 """Forward KL to the original model on normal data (the paper's L_nor)."""
 
 import torch
-import torch.nn.functional as F
 
 from unlearn.objective.context import StepContext
 from unlearn.objective.registry import register_term
@@ -15,10 +14,8 @@ def kl(ctx: StepContext) -> torch.Tensor:
 
     KL(p || q) = sum_v p(v) (log p(v) - log q(v)), with p the frozen original (reference) model and
     q the model being trained, at every response position of the retain (normal) examples; mean per
-    sequence, then over the batch. Both sides are log-softmax in fp32, so it is finite in fp16/bf16.
+    sequence, then over the batch. Both sides are log-softmax in fp32, so it is finite in fp16/bf16;
+    the context computes them in chunks of positions (StepContext.forward_kl).
     Yao, Xu, Liu, "Large Language Model Unlearning", NeurIPS 2024, L_nor.
     """
-    logq = ctx.log_softmax("retain")
-    logp = ctx.reference_log_softmax("retain")
-    per_token = F.kl_div(logq, logp, reduction="none", log_target=True).sum(-1)
-    return ctx.seq_mean(per_token, "retain").mean()
+    return ctx.seq_mean(ctx.forward_kl("retain"), "retain").mean()

@@ -1,0 +1,84 @@
+"""The benchmarks measure what `unlearn run` does, and their helpers compute what they claim."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FORGET, RETAIN, tiny_config, write_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import common  # noqa: E402
+import harness  # noqa: E402
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_benchmark_step_is_the_training_loop_step(tmp_path, data_files, lora):
+    """benchmarks/harness.UnlearnStep logs the same losses, step after step, as `unlearn run`."""
+    from accelerate.utils import set_seed
+
+    from unlearn import cli
+
+    model_cfg = {"name": "tiny-random-llama", "lora": {"r": 8, "alpha": 16.0} if lora else None}
+    cfg = tiny_config(tmp_path, data_files, model=model_cfg,
+                      train={"lr": 1e-3, "batch_size": 2, "max_steps": 3, "scheduler": "constant"})
+    path = write_config(tmp_path / "cfg.yaml", cfg)
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(cli.app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+
+    setting = harness.Setting(model="tiny-random-llama", lora=lora, lora_r=8, batch_size=2, k=2, seq_len=96,
+                              lr=1e-3, seed=0)
+    set_seed(0)
+    model, tok = harness.load(setting)
+    data = {"forget": FORGET, "retain": RETAIN, "pool": [r for _, r in RETAIN]}
+    step = harness.UnlearnStep(setting, model, tok, data)
+    for i, line in enumerate(logged):
+        out = step.step(i)
+        assert out["loss"] == pytest.approx(line["loss"], rel=1e-5, abs=1e-6), i
+        assert out["tokens"] == line["tokens"]
+
+
+def test_authors_pattern_pads_every_row_and_runs_k_per_forget_example(tiny):
+    model, tok = tiny
+    import copy
+
+    setting = harness.Setting(model="tiny-random-llama", impl="authors", batch_size=2, k=3, seq_len=64)
+    data = {"forget": FORGET, "retain": RETAIN, "pool": [r for _, r in RETAIN]}
+    step = harness.AuthorsStep(setting, copy.deepcopy(model), tok, data)
+    out = step.step(0)
+    assert out["rows"] == 2 * (2 + 3) and out["padded_tokens"] == 10 * 64
+    assert out["tokens"] < out["padded_tokens"]
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in step.reference.parameters())
+
+
+def test_linear_fit_and_table_by_hand():
+    fit = common.linear_fit([1, 2, 4], [3, 5, 9])  # y = 1 + 2x exactly
+    assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(1) and fit["r2"] == pytest.approx(1)
+    assert common.linear_fit([1, 2, 4], [2, 4, 8])["loglog_slope"] == pytest.approx(1)
+    assert common.linear_fit([1, 2, 4], [1, 4, 16])["loglog_slope"] == pytest.approx(2)
+    assert common.table(["a", "b"], [[1, 2.5]]) == "| a | b |\n|---|---|\n| 1 | 2.5 |"
+
+
+def test_flop_count_of_a_matmul_and_of_attention():
+    import torch
+
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert common.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+    q = torch.randn(1, 2, 8, 4, requires_grad=True)
+    f = common.count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward())
+    # forward: QK^T and PV, 2 * (2*8*8*4) per head; backward: twice that again and more; CPU kernels counted
+    assert f >= 3 * 2 * 2 * (2 * 8 * 8 * 4)
+
+
+def test_synthetic_data_has_the_asked_token_lengths(tiny):
+    _, tok = tiny
+    import random
+
+    for n in (5, 17, 40):
+        text = common.text_of_tokens(tok, n, random.Random(n))
+        assert abs(len(tok(text, add_special_tokens=False)["input_ids"]) - n) <= 2
