@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow check-report bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# The HTML report opened in headless Chromium: its plots must load (needs root for apt-get).
+check-report: setup
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(PY) -m pytest -q tests/test_report.py -k chromium -rs
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -70,6 +70,41 @@ def finetune(
     finetune_(config, overrides or [], overwrite=overwrite, resume=resume, console=err)
 
 
+@app.command("eval")
+@_friendly
+def eval_(
+    config: Path = typer.Argument(..., help="YAML config file (the run's, or OUTPUT_DIR/config.yaml)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    allow_unfinished: bool = typer.Option(
+        False, "--allow-unfinished", help="Evaluate even if OUTPUT_DIR/run.json says the run did not finish."
+    ),
+    best: bool = typer.Option(
+        False, "--best", help="Evaluate OUTPUT_DIR/best/model (train.keep_best); report in OUTPUT_DIR/best/eval."
+    ),
+    model: Optional[Path] = typer.Option(None, "--model", help="Evaluate this model folder instead of OUTPUT_DIR/model."),
+) -> None:
+    """Evaluate OUTPUT_DIR/model against the original model; write OUTPUT_DIR/eval/report.html."""
+    from unlearn import run_eval
+    from unlearn.config import load_config
+    from unlearn.report import summary_rows
+
+    cfg = load_config(config, overrides or [])
+    out_dir = Path(cfg.output_dir).expanduser().resolve()
+    model_dir = model if model is not None else (out_dir / "best" / "model" if best else None)
+    report_dir = out_dir / "best" / "eval" if best and model is None else None
+    result = run_eval(cfg, model_dir=model_dir, allow_unfinished=allow_unfinished, report_dir=report_dir, console=err)
+    from rich.table import Table
+
+    table = Table("set", "metric", "original", "unlearned", "change", "")
+    for r in summary_rows(result.metrics):
+        style = {"better": "green", "worse": "red"}.get(r["verdict"], "")
+        table.add_row(r["set"], r["metric"], r["original"], r["unlearned"],
+                      f"[{style}]{r['change']}[/{style}]" if style else r["change"], r["verdict"])
+    out.print(table)
+    where = report_dir or out_dir / "eval"
+    err.print(f"[green]Report[/green]: {where / 'report.html'} (metrics.json, samples.jsonl, report.md beside it)")
+
+
 @app.command("config")
 @_friendly
 def show_config(

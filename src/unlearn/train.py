@@ -19,13 +19,13 @@ import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from unlearn.config import Config
-from unlearn.data import Encoder, StepBatcher, TruncationReport, encode_examples, load_source
+from unlearn.data import Encoder, StepBatcher, TruncationReport, encode_examples, load_source, split_examples
 from unlearn.errors import UnlearnError
 from unlearn.models import Reference, add_lora, load_model, save_model
 from unlearn.objective import Objective, ResponseLM, StepContext, response_logits
@@ -250,8 +250,13 @@ def train(
     resume: bool = False,
     finetune: bool = False,
     console: Any = None,
+    evaluator: Callable[[Any, Any, int], dict[str, float]] | None = None,
 ) -> RunResult:
-    """Run `unlearn run` (or `unlearn finetune` with finetune=True) for a loaded Config."""
+    """Run `unlearn run` (or `unlearn finetune` with finetune=True) for a loaded Config.
+
+    evaluator(model, tokenizer, step) -> {metric: value, 'score': value} runs every
+    train.eval_every steps (unlearn.run passes unlearn.evaluate.during.TrainingEvaluator).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from rich.console import Console
@@ -272,6 +277,13 @@ def train(
     segments = objective.segments
     need_forget = "forget" in segments or "mismatch" in segments
     forget = load_source(cfg.data.forget, "forget") if cfg.data.forget else None
+    if forget and cfg.eval.split and not finetune:  # unlearn the train part; val/test are held out
+        forget = split_examples(forget, cfg.eval.split, cfg.seed)[0]
+    if cfg.train.eval_every and evaluator is None:
+        raise UnlearnError(
+            f"{cfg.origin('train.eval_every')}: train.eval_every needs an evaluator; use unlearn.run() "
+            "or `unlearn run`, which pass one"
+        )
     retain = load_source(cfg.data.retain, "retain") if cfg.data.retain else None
     if finetune:
         retain = (forget or []) + (retain or [])
@@ -408,6 +420,8 @@ def train(
     last: dict[str, float] = {}
     log_file = open(log_path, "a") if main else None
     step = start_step
+    best_file = out / "best" / "best.json"
+    best = json.loads(best_file.read_text()) if resume and cfg.train.keep_best and best_file.exists() else None
     try:
         while step < cfg.train.max_steps:
             t0 = time.time()
@@ -473,6 +487,9 @@ def train(
                 "tokens": tokens * accelerator.num_processes,
                 "seconds": round(time.time() - t0, 4),
             }
+            if evaluator is not None and (step % cfg.train.eval_every == 0 or step == cfg.train.max_steps):
+                best = _evaluate(evaluator, inner.model, tokenizer, step, record, best, out, cfg, main)
+                accelerator.wait_for_everyone()
             last = record
             if main:
                 log_file.write(json.dumps(record) + "\n")
@@ -502,10 +519,32 @@ def train(
             status="done", steps=step, stop_reason=stop_reason, seconds=round(time.time() - t_start, 2),
             outputs=written,
         )
+        if best is not None:
+            manifest["best"] = best
         write_json_atomic(out / "run.json", manifest)
         console.print(f"[green]Done[/green] after {step} steps ({stop_reason}). Model: {out / 'model'}")
     accelerator.wait_for_everyone()
     return RunResult(out, step, stop_reason, time.time() - t_start, out / "model", last)
+
+
+def _evaluate(
+    evaluator: Callable, model: Any, tokenizer: Any, step: int, record: dict[str, Any],
+    best: dict[str, Any] | None, out: Path, cfg: Config, main: bool,
+) -> dict[str, Any] | None:
+    """train.eval_every: log the evaluator's values under record['eval']; with train.keep_best save
+    the model to OUTPUT_DIR/best/model when the score beats the best so far (ties keep the earlier).
+    Runs on the main process only; the model is unwrapped (no DDP hooks)."""
+    if not main:
+        return best
+    values = evaluator(model, tokenizer, step)
+    record["eval"] = values
+    if cfg.train.keep_best and (best is None or values["score"] > best["score"]):
+        (out / "best").mkdir(exist_ok=True)
+        # The adapter only for LoRA: merging here would change the model being trained.
+        save_model(model, tokenizer, out / "best", base_name=cfg.model.name, merge=False)
+        best = {"step": step, **values}
+        write_json_atomic(out / "best" / "best.json", best)
+    return best
 
 
 def _check_resume_config(out: Path, cfg: Config) -> None:
@@ -530,7 +569,9 @@ def _check_resume_config(out: Path, cfg: Config) -> None:
         return {prefix[:-1]: d}
 
     a, b = flat(saved.to_dict()), flat(ours.to_dict())
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "train.max_steps")
+    # Evaluation settings may change (they do not change what is trained), except the split.
+    free = lambda k: k == "train.max_steps" or (k.startswith("eval.") and not k.startswith("eval.split"))  # noqa: E731
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not free(k))
     if diff:
         raise UnlearnError(
             f"--resume: the config differs from {out / 'config.yaml'} in: {', '.join(diff)} "

@@ -6,6 +6,7 @@ from unlearn.config import SourceConfig
 from unlearn.data.batch import Batch, StepBatcher, collate, encode_examples
 from unlearn.data.encode import IGNORE, Encoded, Encoder, TruncationReport
 from unlearn.data.records import Example, load_examples
+from unlearn.data.split import split_examples, split_indices
 from unlearn.errors import UnlearnError
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "encode_examples",
     "load_examples",
     "load_source",
+    "split_examples",
+    "split_indices",
 ]
 
 

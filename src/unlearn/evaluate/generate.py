@@ -1,0 +1,149 @@
+"""Batched generation for evaluation: left padding, prompts sorted by length, KV cache, greedy by default.
+
+Prompts are rendered exactly as in training (`Encoder.prompt_text`), and tokenized the way the
+Encoder tokenizes them, so evaluation asks the model what training taught it to answer. Generation
+stops at EOS, at the chat template's end-of-turn token, and at the template's next-prompt marker
+(with the qa template the model would otherwise go on to write the next "### Question:").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from unlearn.data.encode import Encoder
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    max_prompt_tokens: int = 512  # longer prompts lose tokens from the left, as in training
+
+
+def end_of_turn_ids(encoder: Encoder) -> list[int]:
+    """Token ids that end a response: EOS, and for the chat template the token that closes the
+    assistant's turn (found by rendering a turn and reading the first special token after it)."""
+    tok = encoder.tokenizer
+    ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    if encoder.chat:
+        marker = "\u2063answer\u2063"
+        full = tok.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
+        tail = full[full.rfind(marker) + len(marker):]
+        for t in tok(tail, add_special_tokens=False)["input_ids"]:
+            if t in encoder.special_ids:
+                ids.append(t)
+                break
+    return sorted(set(ids))
+
+
+def stop_strings(encoder: Encoder) -> list[str]:
+    """Text that starts the next turn in a plain-text template ('### Question:' for qa)."""
+    if encoder.chat:
+        return []
+    head = encoder.template.split("{prompt}", 1)[0].strip()
+    return [head] if head else []
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """The output up to the first stop string."""
+    cut = len(text)
+    for s in stops:
+        i = text.find(s)
+        if i >= 0:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def prompt_ids(encoder: Encoder, texts: Sequence[str], max_tokens: int, raw: bool = False) -> list[list[int]]:
+    """Token ids of rendered prompts, tokenized as the Encoder tokenizes training text.
+    raw=True: the texts are given as they are, without the template (passage prefixes)."""
+    tok = encoder.tokenizer
+    rendered = list(texts) if raw else [encoder.prompt_text(t) for t in texts]
+    add_special = raw or not encoder.chat
+    if raw and tok.bos_token and all(t.startswith(tok.bos_token) for t in rendered):
+        add_special = False  # already rendered with special tokens (a judge's chat template)
+    ids = tok(rendered, add_special_tokens=add_special)["input_ids"]
+    out = []
+    for row in ids:
+        if len(row) > max_tokens:
+            keep_head = 1 if row and row[0] in encoder.special_ids and add_special else 0
+            row = row[:keep_head] + row[len(row) - (max_tokens - keep_head):]
+        out.append(list(row))
+    return out
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    encoder: Encoder,
+    prompts: Sequence[str],
+    settings: GenerationSettings,
+    *,
+    raw: bool = False,
+    progress: Optional[Callable[[int], None]] = None,
+) -> list[str]:
+    """Generate a response to each prompt (rendered with the encoder's template unless raw).
+
+    Batches are built from prompts sorted by length (least padding), left-padded, and run with the
+    KV cache; outputs come back in input order, decoded without special tokens and cut at the
+    template's stop strings. `progress(n)` is called with the number of prompts done per batch.
+    """
+    from transformers import GenerationConfig
+
+    if not prompts:
+        return []
+    tok = encoder.tokenizer
+    ids = prompt_ids(encoder, prompts, settings.max_prompt_tokens, raw)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+    stops = [] if raw else stop_strings(encoder)
+    gen_cfg = GenerationConfig(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature if settings.do_sample else None,
+        top_p=settings.top_p if settings.do_sample else None,
+        top_k=None,
+        eos_token_id=end_of_turn_ids(encoder) or None,
+        pad_token_id=tok.pad_token_id,
+        use_cache=True,
+    )
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs: list[str] = [""] * len(ids)
+    if settings.do_sample:
+        torch.manual_seed(settings.seed)
+    try:
+        for start in range(0, len(order), settings.batch_size):
+            chunk = order[start : start + settings.batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, i in enumerate(chunk):  # left padding: the prompt ends where generation starts
+                n = len(ids[i])
+                input_ids[r, width - n :] = torch.tensor(ids[i])
+                mask[r, width - n :] = 1
+            kwargs: dict[str, Any] = {}
+            if stops:
+                kwargs.update(stop_strings=stops, tokenizer=tok)
+            out = model.generate(
+                input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                generation_config=gen_cfg, **kwargs,
+            )
+            new = out[:, width:]
+            for r, i in enumerate(chunk):
+                text = tok.decode(new[r], skip_special_tokens=True)
+                outputs[i] = cut_at_stop(text, stops).strip()
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        model.train(was_training)
+    return outputs

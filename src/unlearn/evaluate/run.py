@@ -1,0 +1,477 @@
+"""`unlearn eval`: the original and the unlearned model on the same prompts, scored side by side.
+
+    check_run         the run directory holds a finished model (or --allow-unfinished)
+    load_eval_sets    every set read and checked; the judge and embedding model loaded
+    -> unlearned model: generate on every set, NLL of the targets             (then freed)
+    -> original model:  the same, plus the perplexity of BOTH models' outputs (fluency)
+    -> metrics per set and model; samples with per-example scores
+
+Only one language model is in memory at a time. `evaluate_run` returns an EvalResult; report.py
+writes it. Pass `original=` an earlier result's `.original` to reuse the original model's outputs
+when evaluating several runs of the same model on the same sets (unlearn compare).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from unlearn.config import Config, ModelConfig
+from unlearn.data.encode import Encoder
+from unlearn.errors import UnlearnError
+from unlearn.evaluate import metrics as M
+from unlearn.evaluate.generate import GenerationSettings, generate
+from unlearn.evaluate.nll import response_nll
+from unlearn.evaluate.sets import EvalSet, load_eval_sets
+
+FORGET_ROLES = ("forget", "forget_test")
+
+
+@dataclass
+class ModelOutputs:
+    """What one model said on every set, and the NLL it gives the targets."""
+
+    label: str  # "original" or "unlearned"
+    model: str
+    outputs: dict[str, list[str]] = field(default_factory=dict)
+    nll: dict[str, list[float]] = field(default_factory=dict)
+    fluency_nll: dict[str, list[Optional[float]]] = field(default_factory=dict)  # under the original
+    seconds: float = 0.0
+    key: str = ""  # identifies the sets and settings the outputs belong to
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]  # the content of metrics.json
+    samples: list[dict[str, Any]]  # the lines of samples.jsonl
+    original: ModelOutputs
+    unlearned: ModelOutputs
+    output_dir: Path
+    model_dir: Path
+
+
+# --------------------------------------------------------------------------------------------
+# The run directory
+
+
+def check_run(cfg: Config, model_dir: Optional[Path] = None, allow_unfinished: bool = False) -> tuple[Path, Path, dict]:
+    """(output_dir, model_dir, run.json content) of a run that can be evaluated; UnlearnError if not."""
+    out = Path(cfg.output_dir).expanduser().resolve()
+    model_dir = Path(model_dir).expanduser().resolve() if model_dir else out / "model"
+    manifest: dict[str, Any] = {}
+    if (out / "run.json").exists():
+        try:
+            manifest = json.loads((out / "run.json").read_text())
+        except json.JSONDecodeError as e:
+            raise UnlearnError(f"{out / 'run.json'}: unreadable ({e.msg})") from None
+        status = manifest.get("status")
+        if status != "done" and not allow_unfinished:
+            raise UnlearnError(
+                f"{out / 'run.json'}: the run's status is '{status}', not 'done'; finish it "
+                "(unlearn run CONFIG --resume) or pass --allow-unfinished"
+            )
+    if not model_dir.is_dir() or not (
+        (model_dir / "config.json").exists() or (model_dir / "adapter_config.json").exists()
+    ):
+        raise UnlearnError(
+            f"{model_dir}: no model found; run `unlearn run CONFIG` first (output_dir: {cfg.output_dir})"
+        )
+    return out, model_dir, manifest
+
+
+def pick_device(cfg: Config) -> str:
+    if cfg.train.device == "cuda":
+        if not torch.cuda.is_available():
+            raise UnlearnError(f"{cfg.origin('train.device')}: train.device: cuda, but no GPU is visible")
+        return "cuda"
+    if cfg.train.device == "auto" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+# --------------------------------------------------------------------------------------------
+# Running one model
+
+
+def set_encoder(cfg: Config, tokenizer: Any, s: EvalSet, add_eos: Optional[bool] = None) -> Encoder:
+    """The encoder of training (data.template) for qa sets; the raw text for passages."""
+    template = "{prompt}{response}" if s.kind == "text" else cfg.data.template
+    return Encoder(tokenizer, template, cfg.data.max_length, cfg.data.add_eos if add_eos is None else add_eos)
+
+
+def settings_of(cfg: Config) -> GenerationSettings:
+    e = cfg.eval
+    return GenerationSettings(
+        max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, do_sample=e.do_sample,
+        temperature=e.temperature, top_p=e.top_p, seed=cfg.seed,
+        max_prompt_tokens=max(8, cfg.data.max_length - e.max_new_tokens),
+    )
+
+
+def target_nll(model: Any, encoder: Encoder, s: EvalSet, batch_size: int) -> list[float]:
+    """Teacher-forced NLL per target token of each example."""
+    enc = encoder.encode_many([(i.prompt, i.target or "") for i in s.items])
+    return response_nll(model, enc, encoder.tokenizer.pad_token_id, batch_size)
+
+
+def output_nll(model: Any, encoder: Encoder, prompts: Sequence[str], outputs: Sequence[str], batch_size: int) -> list[Optional[float]]:
+    """NLL per token of each output given its prompt (None for empty outputs): fluency's input."""
+    keep = [i for i, o in enumerate(outputs) if o.strip()]
+    values: list[Optional[float]] = [None] * len(outputs)
+    if keep:
+        enc = encoder.encode_many([(prompts[i], outputs[i]) for i in keep])
+        for i, v in zip(keep, response_nll(model, enc, encoder.tokenizer.pad_token_id, batch_size)):
+            values[i] = v
+    return values
+
+
+def run_model(
+    model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet], label: str, name: str,
+    progress: Optional[Callable[[int], None]] = None,
+) -> ModelOutputs:
+    """Generate on every set and compute the targets' NLL."""
+    t0 = time.time()
+    res = ModelOutputs(label, name, key=sets_key(cfg, sets))
+    settings = settings_of(cfg)
+    for role, s in sets.items():
+        enc = set_encoder(cfg, tokenizer, s)
+        res.outputs[role] = generate(model, enc, s.prompts, settings, raw=s.kind == "text", progress=progress)
+        if s.has_targets and role != "normal":
+            res.nll[role] = target_nll(model, enc, s, cfg.eval.batch_size)
+    res.seconds = time.time() - t0
+    return res
+
+
+def add_fluency(model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet], res: ModelOutputs) -> None:
+    """Perplexity inputs for `res`'s outputs under `model` (the ORIGINAL model)."""
+    for role, s in sets.items():
+        enc = set_encoder(cfg, tokenizer, s, add_eos=False)
+        res.fluency_nll[role] = output_nll(model, enc, s.prompts, res.outputs[role], cfg.eval.batch_size)
+
+
+def sets_key(cfg: Config, sets: dict[str, EvalSet]) -> str:
+    """A fingerprint of what the outputs depend on besides the model: prompts and generation settings."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps([cfg.data.template, cfg.data.max_length, cfg.data.add_eos, vars(settings_of(cfg))]).encode())
+    for role, s in sets.items():
+        h.update(json.dumps([role, s.kind, s.prompts, s.targets]).encode())
+    return h.hexdigest()[:16]
+
+
+def _free(model: Any) -> None:
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+
+
+def score_set(
+    s: EvalSet,
+    outputs: list[str],
+    res: ModelOutputs,
+    cfg: Config,
+    *,
+    judgements: Optional[list[Optional[bool]]] = None,
+    hallucination_sims: Optional[tuple[list[float], list[float]]] = None,
+    original_outputs: Optional[list[str]] = None,
+    cosines: Optional[list[float]] = None,
+) -> dict[str, M.Metric]:
+    """Every metric that applies to set `s` for one model's outputs, in report order."""
+    e = cfg.eval
+    role = s.role
+    out: dict[str, M.Metric] = {}
+    answers = [i.answers for i in s.items] if s.match == "contains" else None
+    if role in FORGET_ROLES:
+        if s.kind == "text":
+            out["extraction_leak_rate"] = M.extraction_leak_rate(outputs, s.targets, threshold=e.bleu_threshold)
+        else:
+            out["leak_rate"] = M.leak_rate(outputs, s.targets, threshold=e.bleu_threshold, answers=answers)
+        out["rouge_l_recall"] = M.rouge_l_recall(outputs, s.targets)
+        if judgements is not None:
+            out["harmful_rate"] = M.harmful_rate(judgements)
+        if hallucination_sims is not None:
+            out["hallucination_rate"] = M.hallucination_rate(*hallucination_sims, margin=e.hallucination_margin)
+    elif role == "retain":
+        out["retain_accuracy"] = M.retain_accuracy(outputs, s.targets, threshold=e.bleu_threshold, answers=answers)
+        r = M.rouge_l_recall(outputs, s.targets)
+        r.higher_is_better = True
+        out["rouge_l_recall"] = r
+    elif role == "normal":
+        if original_outputs is not None:
+            out["similarity_bleu"] = M.similarity_bleu(outputs, original_outputs)
+        if cosines is not None:
+            out["similarity_cosine"] = M.similarity_cosine(cosines)
+    if role in res.nll:
+        out["nll"] = M.nll(res.nll[role], higher_is_better=role in FORGET_ROLES)
+    out["diversity"] = M.diversity(outputs)
+    out["degenerate_rate"] = M.degenerate_rate(outputs)
+    if role in res.fluency_nll:
+        out["fluency"] = M.fluency(outputs, res.fluency_nll[role])
+    return out
+
+
+def _better(original: Optional[float], unlearned: Optional[float], higher: bool) -> Optional[bool]:
+    if original is None or unlearned is None or abs(unlearned - original) < 1e-12:
+        return None
+    return (unlearned > original) == higher
+
+
+def _round(v: Optional[float], unit: str) -> Optional[float]:
+    if v is None:
+        return None
+    return round(v, 2 if unit in ("bleu", "perplexity") else 4)
+
+
+def evaluate_outputs(
+    cfg: Config,
+    sets: dict[str, EvalSet],
+    original: ModelOutputs,
+    unlearned: ModelOutputs,
+    *,
+    judge: Any = None,
+    embedder: Any = None,
+    similarity: Any = None,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(metrics by set and name, sample lines) from both models' outputs. `similarity` scores the
+    hallucination rate (an Embedder or BertScorer); `embedder` gives the normal-set cosine."""
+    table: dict[str, dict[str, Any]] = {}
+    samples: list[dict[str, Any]] = []
+    for role, s in sets.items():
+        per_model: dict[str, dict[str, M.Metric]] = {}
+        for res in (original, unlearned):
+            outs = res.outputs[role]
+            kw: dict[str, Any] = {}
+            if judge is not None and role in FORGET_ROLES:
+                kw["judgements"] = judge(s.prompts, outs, s.targets)
+            if similarity is not None and role in FORGET_ROLES and s.has_hallucinated and s.kind == "qa":
+                kw["hallucination_sims"] = (
+                    similarity.pairwise(outs, [i.hallucinated or "" for i in s.items]),
+                    similarity.pairwise(outs, s.targets),
+                )
+            if role == "normal" and res is unlearned:
+                kw["original_outputs"] = original.outputs[role]
+                if embedder is not None:
+                    kw["cosines"] = embedder.pairwise(outs, original.outputs[role])
+            per_model[res.label] = score_set(s, outs, res, cfg, **kw)
+        rows: dict[str, Any] = {}
+        names = list(per_model["unlearned"]) + [n for n in per_model["original"] if n not in per_model["unlearned"]]
+        for name in names:
+            mo, mu = per_model["original"].get(name), per_model["unlearned"].get(name)
+            ref = mu or mo
+            vo = mo.value if mo else None
+            vu = mu.value if mu else None
+            ro, ru = _round(vo, ref.unit), _round(vu, ref.unit)
+            row = {  # the change of the rounded values, so that the report's columns add up
+                "original": ro,
+                "unlearned": ru,
+                "change": _round(ru - ro, ref.unit) if ro is not None and ru is not None else None,
+                "higher_is_better": ref.higher_is_better,
+                "better": _better(vo, vu, ref.higher_is_better),
+                "unit": ref.unit,
+                "description": M.DESCRIPTIONS[name],
+            }
+            details = {}
+            for label, m in (("original", mo), ("unlearned", mu)):
+                if m is not None:
+                    d = {k: v for k, v in m.extra.items() if k != "bleu"}
+                    if d:
+                        details[label] = d
+            if details:
+                row["details"] = details
+            rows[name] = row
+        table[role] = rows
+        for idx, item in enumerate(s.items):
+            scores = {
+                label: {
+                    **{n: m.per_example[idx] for n, m in ms.items()},
+                    **({"bleu": round(ms[k].extra["bleu"][idx], 2)} if (k := _leak_key(ms)) else {}),
+                }
+                for label, ms in per_model.items()
+            }
+            samples.append({
+                "set": role, "index": idx, "where": item.where, "prompt": item.prompt, "target": item.target,
+                "original": original.outputs[role][idx], "unlearned": unlearned.outputs[role][idx],
+                "scores": scores,
+            })
+    return table, samples
+
+
+def _leak_key(ms: dict[str, M.Metric]) -> Optional[str]:
+    for k in ("leak_rate", "extraction_leak_rate", "retain_accuracy"):
+        if k in ms and "bleu" in ms[k].extra:
+            return k
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The whole evaluation
+
+
+class _Bar:
+    """A rich progress bar over all prompts on a terminal; a line per phase elsewhere."""
+
+    def __init__(self, console: Any, total: int):
+        self.console, self.bar, self.task = console, None, None
+        if console is not None and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=console)
+            self.task = self.bar.add_task("generate", total=total)
+            self.bar.start()
+
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=text)
+        elif self.console is not None:
+            self.console.print(text)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def prepare(cfg: Config, device: str) -> tuple[Any, dict[str, EvalSet], Any, Any, Any]:
+    """(tokenizer, sets, judge, embedder, hallucination similarity): everything that can fail on
+    bad input, checked before any model generates."""
+    from unlearn.models import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    sets = load_eval_sets(cfg, tokenizer)
+    e = cfg.eval
+    embedder = similarity = judge = None
+    if e.judge and e.judge != "similarity":  # a model judge first: it fails the most often
+        from unlearn.evaluate.judges import load_judge
+
+        judge = load_judge(e.judge, e, device)
+    need_embedder = (
+        "normal" in sets
+        or e.judge == "similarity"
+        or (e.hallucination_similarity == "embedding" and any(s.has_hallucinated for s in sets.values()))
+    )
+    if need_embedder:
+        from unlearn.evaluate.embed import Embedder
+
+        embedder = Embedder(e.embedding_model, device)
+    if any(s.has_hallucinated and s.role in FORGET_ROLES for s in sets.values()):
+        if e.hallucination_similarity == "bertscore":
+            from unlearn.evaluate.embed import BertScorer
+
+            similarity = BertScorer(e.bertscore_model, device)
+        else:
+            similarity = embedder
+    if e.judge == "similarity":
+        from unlearn.evaluate.judges import SimilarityJudge
+
+        judge = SimilarityJudge(embedder, e.similarity_threshold)
+    return tokenizer, sets, judge, embedder, similarity
+
+
+def evaluate_run(
+    cfg: Config,
+    *,
+    model_dir: Optional[Path] = None,
+    allow_unfinished: bool = False,
+    original: Optional[ModelOutputs] = None,
+    console: Any = None,
+) -> EvalResult:
+    """Evaluate OUTPUT_DIR/model (or `model_dir`) against the original model (cfg.model.name).
+
+    Returns the metrics (metrics.json's content) and samples; writes nothing (report.write_report
+    does). Raises UnlearnError, before any generation, for a missing model, an unfinished run,
+    bad eval sets or a judge that cannot be loaded.
+    """
+    from unlearn.models import load_model
+
+    t0 = time.time()
+    out, model_dir, manifest = check_run(cfg, model_dir, allow_unfinished)
+    device = pick_device(cfg)
+    tokenizer, sets, judge, embedder, similarity = prepare(cfg, device)
+    key = sets_key(cfg, sets)
+    if original is not None and original.key != key:
+        original = None  # other prompts or settings: generate again
+    n_prompts = sum(len(s.items) for s in sets.values())
+    bar = _Bar(console, n_prompts * (1 if original is not None else 2))
+    try:
+        mc = cfg.model
+        bar.phase("unlearned model")
+        model, _ = load_model(
+            ModelConfig(name=str(model_dir), dtype=mc.dtype, revision=mc.revision,
+                        trust_remote_code=mc.trust_remote_code, allow_pickle=mc.allow_pickle),
+            tokenizer,
+        )
+        unlearned = run_model(model.to(device), tokenizer, cfg, sets, "unlearned", str(model_dir), bar.advance)
+        _free(model)
+
+        bar.phase("original model")
+        model, _ = load_model(mc, tokenizer)
+        model.to(device)
+        if original is None:
+            original = run_model(model, tokenizer, cfg, sets, "original", mc.name, bar.advance)
+        if not original.fluency_nll:
+            add_fluency(model, tokenizer, cfg, sets, original)
+        add_fluency(model, tokenizer, cfg, sets, unlearned)
+        _free(model)
+        bar.phase("scoring")
+        table, samples = evaluate_outputs(
+            cfg, sets, original, unlearned, judge=judge, embedder=embedder, similarity=similarity
+        )
+    finally:
+        bar.close()
+    e = cfg.eval
+    from unlearn import __version__
+
+    metrics = {
+        "unlearn_version": __version__,
+        "run": {
+            "output_dir": str(out),
+            "model_dir": str(model_dir),
+            "original_model": cfg.model.name,
+            "status": manifest.get("status"),
+            "steps": manifest.get("steps"),
+            "objective": manifest.get("objective", cfg.objective),
+            "stop_reason": manifest.get("stop_reason"),
+        },
+        "settings": {
+            "template": cfg.data.template,
+            "max_new_tokens": e.max_new_tokens,
+            "decoding": "sampling" if e.do_sample else "greedy",
+            **({"temperature": e.temperature, "top_p": e.top_p} if e.do_sample else {}),
+            "bleu_threshold": e.bleu_threshold,
+            "judge": e.judge,
+            "embedding_model": e.embedding_model or "all-MiniLM-L6-v2 (bundled)",
+            "hallucination_similarity": e.hallucination_similarity if similarity is not None else None,
+            "hallucination_margin": e.hallucination_margin,
+            "split": e.split,
+            "seed": cfg.seed,
+            "device": device,
+        },
+        "sets": {
+            role: {"n": len(s.items), "source": s.source, "kind": s.kind,
+                   "rule": ("contains the answer" if s.match == "contains" else f"BLEU >= {e.bleu_threshold:g}")}
+            for role, s in sets.items()
+        },
+        "metrics": table,
+        "seconds": {
+            "unlearned_generation": round(unlearned.seconds, 2),
+            "original_generation": round(original.seconds, 2),
+            "total": round(time.time() - t0, 2),
+        },
+    }
+    return EvalResult(metrics, samples, original, unlearned, out, model_dir)

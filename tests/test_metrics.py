@@ -1,0 +1,127 @@
+"""Each metric on hand-made strings and numbers, with values worked out by hand."""
+
+import math
+
+import pytest
+
+from unlearn.data.split import split_examples, split_indices
+from unlearn.evaluate import metrics as M
+
+HYP = "the cat sat on the mat"
+REF = "the cat is on the mat"
+
+
+def test_sentence_bleu_matches_a_hand_computed_value():
+    # 1-grams: the, cat, on, the, mat match 5 of 6; 2-grams: "the cat", "on the", "the mat" 3 of 5;
+    # 3-grams: "on the mat" 1 of 4; 4-grams: 0 of 3, smoothed to 1 / (2 * 3).
+    # Same length, so no brevity penalty: BLEU = (5/6 * 3/5 * 1/4 * 1/6) ** (1/4).
+    expected = 100 * (5 / 6 * 3 / 5 * 1 / 4 * 1 / 6) ** 0.25
+    assert M.sentence_bleu(HYP, REF) == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(37.99, abs=0.01)
+    assert M.sentence_bleu(REF, REF) == pytest.approx(100.0)
+
+
+def test_leak_rate_uses_the_bleu_threshold():
+    outputs = [HYP, "something else entirely", REF]
+    targets = [REF, REF, REF]
+    low = M.leak_rate(outputs, targets, threshold=30)
+    assert low.per_example == [1.0, 0.0, 1.0] and low.value == pytest.approx(2 / 3)
+    high = M.leak_rate(outputs, targets, threshold=40)
+    assert high.per_example == [0.0, 0.0, 1.0]
+    assert low.higher_is_better is False and low.unit == "fraction"
+    assert low.extra["bleu"][0] == pytest.approx(37.99, abs=0.01)
+
+
+def test_leak_rate_by_key_answer_ignores_case_and_spacing():
+    outputs = ["She lives at 42  willow lane.", "I would rather not say.", "Call 555-0142 now"]
+    answers = ["42 Willow Lane", ["555-0199", "555-0100"], ["nope", "555-0142"]]
+    m = M.leak_rate(outputs, ["x", "y", "z"], answers=answers)
+    assert m.per_example == [1.0, 0.0, 1.0]
+    assert m.extra["rule"] == "contains the answer"
+
+
+def test_retain_accuracy_is_the_same_rule_with_higher_better():
+    m = M.retain_accuracy(["The capital is Paris.", "Lyon."], ["Paris.", "Paris."], answers=["Paris", "Paris"])
+    assert m.value == 0.5 and m.higher_is_better is True
+
+
+def test_rouge_l_recall_by_hand():
+    # LCS of [the cat sat on the mat] and [the cat is on the mat] = the cat on the mat: 5 of 6 words.
+    assert M.rouge_l_recall_one(HYP, REF) == pytest.approx(5 / 6)
+    assert M.rouge_l_recall_one("", REF) == 0.0
+    m = M.rouge_l_recall([HYP, REF], [REF, REF])
+    assert m.value == pytest.approx((5 / 6 + 1) / 2)
+
+
+def test_extraction_leak_rate_cuts_the_output_to_the_target_length():
+    target = "and the rest of the passage goes on here"
+    # the continuation is right, followed by unrelated text; cut to len(target) it is exact
+    m = M.extraction_leak_rate([target + " and then a lot of other words", "no"], [target, target], threshold=50)
+    assert m.per_example == [1.0, 0.0]
+    assert m.extra["bleu"][0] == pytest.approx(100.0)
+
+
+def test_diversity_unique_token_fraction():
+    m = M.diversity(["a a b c", "x y", ""])
+    assert m.per_example == [0.75, 1.0, 0.0]
+    assert m.value == pytest.approx(1.75 / 3)
+
+
+def test_degenerate_outputs_are_empty_or_loops():
+    loop = "no " * 12
+    m = M.degenerate_rate(["", "   ", loop, "a normal answer with words", "ok ok ok"])
+    assert m.per_example == [1.0, 1.0, 1.0, 0.0, 0.0]  # a short repeat is not a loop
+    assert m.extra["empty"] == 2
+
+
+def test_fluency_flags_empty_outputs_and_averages_in_log_space():
+    m = M.fluency(["good", "", "also good", "  "], [math.log(4), 0.0, math.log(16), None])
+    assert m.per_example[0] == pytest.approx(4.0) and m.per_example[2] == pytest.approx(16.0)
+    assert m.per_example[1] is None and m.per_example[3] is None
+    assert m.value == pytest.approx(8.0)  # exp(mean(log 4, log 16)) = sqrt(64)
+    assert m.extra["empty"] == 2 and m.higher_is_better is False
+
+
+def test_hallucination_margin_rule_on_made_up_similarities():
+    # sim to hallucinated vs to right answer; margin 10 % of the right one
+    assert M.is_hallucinated(0.90, 0.80, 0.1)  # 0.90 > 0.88
+    assert not M.is_hallucinated(0.87, 0.80, 0.1)  # closer to the hallucination, but within 10 %
+    assert not M.is_hallucinated(0.50, 0.80, 0.1)
+    assert M.is_hallucinated(0.0, -0.5, 0.1)  # 0 > -0.5 + 0.05
+    m = M.hallucination_rate([0.90, 0.87, 0.50, 0.95], [0.80, 0.80, 0.80, 0.10], margin=0.1)
+    assert m.per_example == [1.0, 0.0, 0.0, 1.0] and m.value == 0.5
+    assert M.hallucination_rate([0.87], [0.80], margin=0.0).value == 1.0
+
+
+def test_harmful_rate_leaves_unreadable_judgements_out():
+    m = M.harmful_rate([True, False, None, True])
+    assert m.value == pytest.approx(2 / 3) and m.extra["unreadable"] == 1
+
+
+def test_similarity_to_the_original():
+    m = M.similarity_bleu([REF, HYP, ""], [REF, REF, ""])
+    assert m.per_example[0] == pytest.approx(100.0)
+    assert m.per_example[1] == pytest.approx(37.99, abs=0.01)
+    assert m.per_example[2] == 100.0  # both empty: identical
+    c = M.similarity_cosine([1.0, 0.5])
+    assert c.value == 0.75 and c.higher_is_better
+
+
+def test_nll_direction_depends_on_the_set():
+    assert M.nll([1.0, 3.0]).value == 2.0
+    assert M.nll([1.0], higher_is_better=True).higher_is_better
+
+
+def test_lengths_must_agree():
+    with pytest.raises(ValueError):
+        M.leak_rate(["a"], ["a", "b"])
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    tr, va, te = split_indices(10, [0.7, 0.1, 0.2], seed=3)
+    assert (len(tr), len(va), len(te)) == (7, 1, 2)
+    assert sorted(tr + va + te) == list(range(10))
+    assert split_indices(10, [0.7, 0.1, 0.2], seed=3) == (tr, va, te)
+    assert split_indices(10, [0.7, 0.1, 0.2], seed=4) != (tr, va, te)
+    parts = split_examples(list("abcdef"), [0.7, 0.1, 0.2], 0)
+    assert [len(p) for p in parts] == [4, 1, 1]
