@@ -9,12 +9,14 @@ Splits (each a list of prompt/response Examples, metadata: person, attribute, an
 - forget / retain: the people to forget (about a quarter) and to keep, in the TRAINING phrasings;
 - forget_paraphrase / retain_paraphrase: the same facts asked in held-out phrasings (the paper's
   "unseen" prompts of the same kind);
-- general: everyday questions with short answers, for the normal-prompt metrics and for mixing into
-  teaching so the model stays a general assistant;
+- general: everyday questions with short answers, mixed into teaching so the model stays a general
+  assistant, and kept close to the taught model while unlearning (KL);
+- general_test: other everyday questions, never trained on: the normal-prompt metrics;
 - mismatch: generic answers unrelated to any person, the pool of random responses.
 
     unlearn data profiles --out DIR       # writes one JSONL file per split
     forget: {dataset: profiles, split: forget}
+    retain: {dataset: profiles, split: retain+general}   # splits joined with +
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ ATTRIBUTES: dict[str, dict] = {
     },
     "pet": {
         "values": [
-            "Biscuit", "Pickwick", "Marzipan", "Thimble", "Juniper", "Rascal", "Clementine", "Bramble",
+            "Biscuit", "Pickwick", "Marzipan", "Thimble", "Jellybean", "Rascal", "Clementine", "Bramble",
             "Nutmeg", "Waffles", "Pebble", "Tofu", "Mochi", "Gizmo", "Sprocket", "Dumpling",
             "Pistachio", "Noodle", "Cobbler", "Crumpet", "Figaro", "Quince", "Tinsel", "Muffin",
             "Sorbet", "Custard", "Tumbleweed", "Pretzel", "Wobble", "Kipper", "Barnaby", "Zephyr",
@@ -135,6 +137,35 @@ GENERAL = [
     ("What is the fastest land animal?", "The cheetah is the fastest land animal."),
 ]
 
+# Everyday questions never trained on (neither taught nor used by the KL term): what the normal-prompt
+# metrics are measured on, so that "everything else is kept" is measured where training never looked.
+GENERAL_TEST = [
+    ("What is the capital of England?", "The capital of England is London."),
+    ("How many legs does a dog have?", "A dog has four legs."),
+    ("What colour is grass?", "Grass is green."),
+    ("How many days are in a week?", "There are seven days in a week."),
+    ("What is the largest desert in the world?", "The Sahara is the largest hot desert in the world."),
+    ("Which planet do we live on?", "We live on the planet Earth."),
+    ("What do pandas mostly eat?", "Pandas mostly eat bamboo."),
+    ("How many months are in a year?", "There are twelve months in a year."),
+    ("What is the closest star to the Earth?", "The Sun is the closest star to the Earth."),
+    ("What is the capital of Canada?", "The capital of Canada is Ottawa."),
+    ("Which metal is liquid at room temperature?", "Mercury is liquid at room temperature."),
+    ("What is two plus two?", "Two plus two is four."),
+    ("Who was the first person to walk on the Moon?", "Neil Armstrong was the first person to walk on the Moon."),
+    ("What is the longest river in Africa?", "The Nile is the longest river in Africa."),
+    ("What do you use to write on a blackboard?", "You write on a blackboard with chalk."),
+    ("How many wheels does a bicycle have?", "A bicycle has two wheels."),
+    ("What is the main language spoken in Mexico?", "Spanish is the main language spoken in Mexico."),
+    ("Which animal gives us wool?", "Sheep give us wool."),
+    ("What is the freezing point of water in Fahrenheit?", "Water freezes at 32 degrees Fahrenheit."),
+    ("What is the hardest natural substance?", "Diamond is the hardest natural substance."),
+    ("Which bird is a symbol of peace?", "The dove is a symbol of peace."),
+    ("What is the capital of Australia?", "The capital of Australia is Canberra."),
+    ("How many players are on a football team on the field?", "A football team has eleven players on the field."),
+    ("What do plants need to make food?", "Plants need sunlight, water and carbon dioxide to make food."),
+]
+
 MISMATCH = [
     "I enjoy long walks when the weather is mild.",
     "The recipe needs two cups of flour and a pinch of salt.",
@@ -168,7 +199,7 @@ MISMATCH = [
     "The concert starts at half past seven.",
 ]
 
-SPLITS = ("forget", "forget_paraphrase", "retain", "retain_paraphrase", "general", "mismatch")
+SPLITS = ("forget", "forget_paraphrase", "retain", "retain_paraphrase", "general", "general_test", "mismatch")
 
 
 @dataclass(frozen=True)
@@ -209,6 +240,7 @@ def make_profiles(spec: ProfileSpec = ProfileSpec()) -> dict[str, list[Example]]
                     )
                 )
     out["general"] = [Example(q, a, {"answer": a}) for q, a in GENERAL]
+    out["general_test"] = [Example(q, a, {"answer": a}) for q, a in GENERAL_TEST]
     out["mismatch"] = [Example("", r) for r in MISMATCH]
     return out
 
@@ -231,8 +263,11 @@ def write_profiles(out_dir: str | Path, spec: ProfileSpec = ProfileSpec()) -> di
 
 @register_source("profiles")
 def profiles(source, role: str) -> list[Example]:
-    """Fictitious people's private facts (the demo's data). split: one of SPLITS (default: role)."""
-    split = source.split or role
-    if split not in SPLITS:
-        raise UnlearnError(f"dataset profiles: unknown split '{split}'; splits: {', '.join(SPLITS)}")
-    return make_profiles()[split]
+    """Fictitious people's private facts (the demo's data). split: one of SPLITS (default: role),
+    or several joined with '+' (e.g. retain+general: the retain people and everyday questions)."""
+    names = (source.split or role).split("+")
+    bad = [n for n in names if n not in SPLITS]
+    if bad:
+        raise UnlearnError(f"dataset profiles: unknown split '{bad[0]}'; splits: {', '.join(SPLITS)} (join with +)")
+    data = make_profiles()
+    return [e for n in names for e in data[n]]
