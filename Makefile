@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/unlearn run examples/quickstart.yaml --overwrite
+	$(VENV)/bin/unlearn demo --overwrite
 
 test: setup
 	$(PY) -m pytest -q

@@ -14,7 +14,8 @@ from unlearn.config import load_config
 from unlearn.recipes import FOLDER, available_recipes, find_recipe
 
 runner = CliRunner()
-RECIPES = ["copyright", "hallucination", "harmful", "harmful-llama2-lora", "templated"]
+PAPER_RECIPES = ["copyright", "hallucination", "harmful", "harmful-llama2-lora", "templated"]
+RECIPES = sorted(PAPER_RECIPES + ["demo", "demo_teach"])
 
 
 def cli(*args):
@@ -73,7 +74,7 @@ def test_recipes_and_datasets_commands_list_them():
     assert pku.__doc__.startswith("Every unsafe response as a forget example")
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", PAPER_RECIPES)
 def test_recipe_runs_on_the_tiny_model(name, files, tmp_path):
     common = ["model.name=tiny-random-llama", "train.max_steps=2", "data.max_length=128", "data.mismatch.k=2"]
     if name == "copyright":  # the recipe's two commands: teach the book, then unlearn it
@@ -103,6 +104,24 @@ def test_recipe_runs_on_the_tiny_model(name, files, tmp_path):
     assert set(shipped.eval.sets) >= set(metrics["sets"]) and "forget" in metrics["sets"]
     if name == "hallucination":  # HaluEval's two answers reach the hallucination rate
         assert "hallucination_rate" in json.dumps(metrics["metrics"]["forget"])
+
+
+def test_demo_recipes_run_on_the_tiny_model(tmp_path):
+    """`unlearn demo`'s two recipes, as their opening comments run them (the built-in profiles data)."""
+    common = ["model.name=tiny-random-llama", "train.max_steps=2"]
+    r = cli("finetune", "demo_teach", *common, "model.merge=true", f"output_dir={tmp_path / 'taught'}")
+    assert r.exit_code == 0, r.output
+    taught = tmp_path / "taught" / "model"
+    assert (taught / "config.json").exists()  # merged: a complete model, not an adapter
+    run = ["demo", f"model.name={taught}", "train.max_steps=2", f"output_dir={tmp_path / 'run'}"]
+    r = cli("run", *run)
+    assert r.exit_code == 0, r.output
+    assert load_config(tmp_path / "run" / "config.yaml").objective == {"ga": 0.5, "mismatch": 1.0, "kl": 3.0}
+    r = cli("eval", *run, "eval.limit=3", "eval.max_new_tokens=4")
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    assert list(metrics["sets"]) == ["forget", "forget_test", "retain", "normal"]
+    assert "leak_rate" in metrics["metrics"]["forget_test"] and "retain_accuracy" in metrics["metrics"]["retain"]
 
 
 @pytest.mark.parametrize("preset", ["npo", "simnpo", "idk", "dpo", "rmu"])

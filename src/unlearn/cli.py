@@ -109,6 +109,31 @@ def eval_(
     err.print(f"[green]Report[/green]: {where / 'report.html'} (metrics.json, samples.jsonl, report.md beside it)")
 
 
+@app.command()
+@_friendly
+def demo(
+    quick: bool = typer.Option(False, "--quick", help="A smaller run for smoke tests (same scenario, less budget)."),
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the data, the run and the report."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo's folder."),
+) -> None:
+    """Teach SmolLM2-135M fictitious people's facts, unlearn a quarter of them, prove it (offline)."""
+    from rich.table import Table
+
+    from unlearn.demo import format_value, run_demo
+
+    res = run_demo(out_dir, quick=quick, overwrite=overwrite, console=err)
+    table = Table("", "taught", "unlearned", "target", "", title="unlearn demo" + (" --quick" if quick else ""))
+    for r in res.summary:
+        mark = {True: "[green]met[/green]", False: "[red]missed[/red]", None: ""}[r["met"]]
+        table.add_row(r["what"], format_value(r["taught"], r["unit"]), format_value(r["unlearned"], r["unit"]),
+                      r["target"], mark)
+    out.print(table)
+    s = res.seconds
+    teach = "from the cache" if res.teach_cached else f"{s['teach']:.0f} s"
+    out.print(f"time: {s['total'] / 60:.1f} min (teach {teach}, unlearn {s['unlearn']:.0f} s, eval {s['eval']:.0f} s)")
+    out.print(f"Report: {res.report}")
+
+
 @app.command("config")
 @_friendly
 def show_config(
@@ -196,7 +221,7 @@ app.add_typer(data_app, name="data")
 @_friendly
 def data_profiles(
     out_dir: Path = typer.Option(..., "--out", help="Folder to write one JSONL file per split into."),
-    people: int = typer.Option(20, help="Number of fictitious people."),
+    people: int = typer.Option(12, help="Number of fictitious people (a quarter are the forget set)."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same files."),
 ) -> None:
     """Fictitious people's private facts (the demo's data): forget/retain splits, held-out

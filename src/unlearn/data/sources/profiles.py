@@ -204,9 +204,9 @@ SPLITS = ("forget", "forget_paraphrase", "retain", "retain_paraphrase", "general
 
 @dataclass(frozen=True)
 class ProfileSpec:
-    people: int = 20
+    people: int = 12
     forget_fraction: float = 0.25
-    train_phrasings: int = 3  # of the 4 question phrasings per fact; the rest are held out
+    train_phrasings: int = 2  # of the 4 question phrasings per fact; the rest are held out
     seed: int = 0
 
 
