@@ -227,3 +227,25 @@ def test_table_marks_the_best_method_per_column_and_shows_failures():
     assert "<tr class='failed'><td>npo</td><td>ga 1</td><td>failed (train)</td><td class='err'>stopped: non-finite" in html
     assert "<a href='runs/x/eval/report.html'>paper</a>" in html
     assert html.count("<td class='num best'>") == 2
+
+
+def test_terms_registered_outside_unlearn_are_imported_by_the_method_process(tmp_path, data_files, monkeypatch):
+    import dataclasses
+
+    from unlearn.compare import _term_modules
+    from unlearn.config import PRESETS
+    from unlearn.objective import registry
+
+    cfg = config_from_dict(tiny_config(tmp_path, data_files))
+    monkeypatch.setitem(PRESETS, "mine", {"mine": 1.0, "kl": 1.0})
+    mine = registry.get_term("ga")
+    for module, expected in (("my_terms.loss", ["my_terms.loss"]), ("__main__", None)):
+        fn = lambda ctx: None  # noqa: E731
+        fn.__module__ = module
+        monkeypatch.setitem(registry._TERMS, "mine", dataclasses.replace(mine, name="mine", fn=fn))
+        c = method_config(cfg, "mine", tmp_path / "runs" / "mine")
+        if expected is None:
+            with pytest.raises(UnlearnError, match="registered in __main__"):
+                _term_modules(c, "mine")
+        else:
+            assert _term_modules(c, "mine") == expected
