@@ -215,6 +215,27 @@ def recipes() -> None:
     out.print(table)
 
 
+data_app = typer.Typer(help="Built-in data sets: write them out to see the format.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("profiles")
+@_friendly
+def data_profiles(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write one JSONL file per split into."),
+    people: int = typer.Option(20, help="Number of fictitious people."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same files."),
+) -> None:
+    """Fictitious people's private facts (the demo's data): forget/retain splits, held-out
+    paraphrases, general questions and a pool of unrelated answers."""
+    from unlearn.data.sources.profiles import ProfileSpec, write_profiles
+
+    written = write_profiles(out_dir, ProfileSpec(people=people, seed=seed))
+    for split, path in written.items():
+        n = sum(1 for _ in open(path))
+        out.print(f"{split:18s} {n:4d} examples  {path}")
+
+
 def main() -> None:
     # Hubs may be unreachable; never let a progress bar or a telemetry call of a library hang a run.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
