@@ -4,6 +4,7 @@
     result = run(load_config("unlearn.yaml", ["train.max_steps=200"]))
     report = run_eval(load_config("unlearn.yaml"))        # writes OUTPUT_DIR/eval
     report.metrics["metrics"]["forget"]["leak_rate"]      # {"original": .., "unlearned": .., "change": ..}
+    table = compare("unlearn.yaml", methods="paper,ga,npo")  # writes OUTPUT_DIR/compare
 
 implements Yao, Xu, Liu, "Large Language Model Unlearning" (NeurIPS 2024): gradient ascent on the
 bad responses, a random-mismatch loss and forward KL to the original model on normal data.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unlearn.compare import CompareResult, compare  # eager: `unlearn.compare` stays this function
 from unlearn.config import Config, load_config
 from unlearn.errors import UnlearnError
 
@@ -22,7 +24,9 @@ if TYPE_CHECKING:
     from unlearn.train import RunResult
 
 __version__ = "0.1.0"
-__all__ = ["Config", "UnlearnError", "finetune", "load_config", "run", "run_eval", "__version__"]
+__all__ = [
+    "CompareResult", "Config", "UnlearnError", "compare", "finetune", "load_config", "run", "run_eval", "__version__",
+]
 
 
 def _config(config: Config | str | Path, overrides: list[str] | None) -> Config:

@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Optional
 import typer
 from rich.console import Console
 
+from unlearn.compare import DEFAULT_METHODS
 from unlearn.errors import RunInterrupted, UnlearnError
 
 app = typer.Typer(
@@ -132,6 +133,32 @@ def demo(
     teach = "from the cache" if res.teach_cached else f"{s['teach']:.0f} s"
     out.print(f"time: {s['total'] / 60:.1f} min (teach {teach}, unlearn {s['unlearn']:.0f} s, eval {s['eval']:.0f} s)")
     out.print(f"Report: {res.report}")
+
+
+@app.command("compare")
+@_friendly
+def compare_(
+    config: Path = typer.Argument(..., help="YAML config file, or a packaged recipe's name (unlearn recipes)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    methods: str = typer.Option(
+        ",".join(DEFAULT_METHODS), "--methods",
+        help="Comma-separated objective presets to compare (unlearn terms lists them).",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT_DIR/compare."),
+) -> None:
+    """Run and evaluate several methods with the same data, steps, seed and evaluation; write
+    OUTPUT_DIR/compare/ (compare.html, compare.md, compare.json, tradeoff.png)."""
+    from unlearn.compare import compare as compare__
+    from unlearn.compare import summary_table
+
+    result = compare__(config, overrides or [], methods=methods, overwrite=overwrite, console=err)
+    out.print(summary_table(result.data))
+    for name, path in result.files.items():
+        err.print(f"[green]{name}[/green]: {path}")
+    for m, r in result.data["runs"].items():
+        if r["status"] != "done":
+            err.print(f"[red]{m} failed[/red] ({r.get('failed_phase')}): {r.get('error')} (log: {r['log']})",
+                      soft_wrap=True)
 
 
 @app.command("config")
