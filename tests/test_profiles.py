@@ -43,6 +43,8 @@ def test_names_and_values_are_unique_and_splits_are_disjoint():
 
 def test_adapter_by_name():
     ex = load_source(SourceConfig(dataset="profiles", split="forget_paraphrase"), "forget")
-    assert len(ex) == 15
+    assert len(ex) == 18  # 3 of 12 people x 3 facts x the 2 held-out phrasings of 4
+    joined = load_source(SourceConfig(dataset="profiles", split="retain+general"), "retain")
+    assert len(joined) == 9 * 3 * 2 + 40 and joined[-1].prompt == "What is the fastest land animal?"
     with pytest.raises(UnlearnError, match="unknown split 'nope'"):
         load_source(SourceConfig(dataset="profiles", split="nope"), "forget")
