@@ -40,7 +40,6 @@ compare that stops half-way leaves its runs and logs but no table, never a half 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import shutil
@@ -48,7 +47,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -139,28 +137,16 @@ def _term_modules(cfg: Config, method: str) -> list[str]:
     return modules
 
 
-def _inputs(cfg: Config) -> list[Path]:
-    """Files the runs read: --overwrite must not delete them."""
-    found = [Path(s.path) for s in (cfg.data.forget, cfg.data.retain, cfg.data.mismatch) if s is not None and s.path]
-    found += [Path(s.path) for s in (cfg.eval.forget, cfg.eval.forget_test, cfg.eval.retain, cfg.eval.normal)
-              if s is not None and s.path]
-    if Path(cfg.model.name).expanduser().exists():
-        found.append(Path(cfg.model.name))
-    source = cfg._origins.get("", "")
-    if source and Path(source).is_file():
-        found.append(Path(source))
-    return found
-
-
 def check_folder(cfg: Config, folder: Path, overwrite: bool) -> None:
     from unlearn.reliability import check_writable, refuse_dangerous_overwrite
+    from unlearn.train import run_inputs
 
     if folder.exists() or folder.is_symlink():
         if not folder.is_dir() or folder.is_symlink():
             raise UnlearnError(f"'{folder}' exists and is not a folder; remove it or choose another output_dir")
         if not overwrite:
             raise UnlearnError(f"'{folder}' exists (an earlier comparison); pass --overwrite to replace it")
-        refuse_dangerous_overwrite(folder, _inputs(cfg))
+        refuse_dangerous_overwrite(folder, run_inputs(cfg, with_eval=True))
     check_writable(folder)
 
 
@@ -772,30 +758,19 @@ def tradeoff_png(data: dict[str, Any]) -> Optional[bytes]:
     return buf.getvalue()
 
 
-def _write_bytes_atomic(path: Path, blob: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(folder: Path, data: dict[str, Any]) -> dict[str, Path]:
     """tradeoff.png, compare.html, compare.md, then compare.json: each file whole or absent."""
+    from unlearn.reliability import write_bytes_atomic
+
     files: dict[str, Path] = {}
     png = tradeoff_png(data)
     if png is not None:
         files["tradeoff.png"] = folder / "tradeoff.png"
-        _write_bytes_atomic(files["tradeoff.png"], png)
+        write_bytes_atomic(files["tradeoff.png"], png)
     for name, text in (("compare.html", render_html(data, png)), ("compare.md", render_markdown(data)),
                        ("compare.json", json.dumps(data, indent=2, ensure_ascii=False) + "\n")):
         files[name] = folder / name
-        _write_bytes_atomic(files[name], text.encode("utf-8"))
+        write_bytes_atomic(files[name], text.encode("utf-8"))
     return files
 
 

@@ -54,18 +54,23 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
+def write_bytes_atomic(path: Path, blob: bytes) -> None:
+    """Write `blob` to `path` so that readers see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(blob)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """write_bytes_atomic for UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

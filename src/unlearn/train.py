@@ -403,7 +403,7 @@ def _train(
                 "(train.save_every: 0); start again with --overwrite"
             )
     elif overwrite and out.exists():
-        refuse_dangerous_overwrite(out, _inputs(cfg))
+        refuse_dangerous_overwrite(out, run_inputs(cfg))
 
     segments = objective.segments
     need_forget = any(s in FROM_FORGET for s in segments)
@@ -750,9 +750,11 @@ def _evaluate(
 # Helpers of the run: what the loop calls, kept out of it so that it reads top to bottom
 
 
-def _inputs(cfg: Config) -> list[Path]:
-    """The files a run reads: --overwrite must not delete them."""
+def run_inputs(cfg: Config, with_eval: bool = False) -> list[Path]:
+    """The files a run reads (with_eval: and its evaluation): --overwrite must not delete them."""
     paths = [cfg.data.forget, cfg.data.retain, cfg.data.mismatch]
+    if with_eval:
+        paths += [cfg.eval.forget, cfg.eval.forget_test, cfg.eval.retain, cfg.eval.normal]
     found = [Path(s.path) for s in paths if s is not None and s.path]
     if Path(cfg.model.name).expanduser().exists():
         found.append(Path(cfg.model.name))
