@@ -147,7 +147,8 @@ def compare_(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT_DIR/compare."),
 ) -> None:
     """Run and evaluate several methods with the same data, steps, seed and evaluation; write
-    OUTPUT_DIR/compare/ (compare.html, compare.md, compare.json, tradeoff.png)."""
+    OUTPUT_DIR/compare/ (compare.html, compare.md, compare.json, tradeoff.png). Exit status 1 when a
+    method failed (the comparison is still written, with the failure in its row)."""
     from unlearn.compare import compare as compare__
     from unlearn.compare import summary_table
 
@@ -155,10 +156,14 @@ def compare_(
     out.print(summary_table(result.data))
     for name, path in result.files.items():
         err.print(f"[green]{name}[/green]: {path}")
-    for m, r in result.data["runs"].items():
-        if r["status"] != "done":
-            err.print(f"[red]{m} failed[/red] ({r.get('failed_phase')}): {r.get('error')} (log: {r['log']})",
-                      soft_wrap=True)
+    failed = [m for m, r in result.data["runs"].items() if r["status"] != "done"]
+    for m in failed:
+        r = result.data["runs"][m]
+        err.print(f"[red]{m} failed[/red] ({r.get('failed_phase')}): {r.get('error')} (log: {r['log']})",
+                  soft_wrap=True)
+    if failed:  # the comparison is written, but a script must be able to tell that it is incomplete
+        err.print(f"[red]{len(failed)} of {len(result.data['runs'])} methods failed[/red]: exit status 1")
+        raise typer.Exit(1)
 
 
 @app.command("config")
