@@ -154,6 +154,37 @@ class Peak:
         return "cuda_max_allocated" if self.cuda else "peak_rss"
 
 
+def tensor_peak(fn: Callable[[], Any]) -> int | None:
+    """Peak bytes of live torch tensors on the CPU while fn() runs (the weights, copies and optimizer
+    state it touches included), from torch's profiler memory timeline; None where it cannot tell.
+
+    Unlike the RSS high-water mark it leaves out the libraries and the memory the C allocator keeps
+    after tensors are freed: what the step needs, not what this process happened to hold.
+    """
+    import json
+    import tempfile
+    import warnings
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if torch.cuda.is_available():
+        return None  # torch.cuda.max_memory_allocated already counts tensors
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                     with_stack=True) as prof:
+            fn()
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # export_memory_timeline is deprecated in favour of a CUDA-only API
+            path = Path(tmp) / "timeline.json"
+            prof.export_memory_timeline(str(path), device="cpu")
+            _times, sizes = json.loads(path.read_text())
+        return int(max(sum(row) for row in sizes)) if sizes else None
+    except Exception as e:  # a measurement aid: the benchmark goes on without it
+        progress(f"tensor peak not measured: {type(e).__name__}: {e}")
+        return None
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs that fn() executes (forward and backward), counted by torch's FlopCounterMode.
 

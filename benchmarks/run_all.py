@@ -1,7 +1,7 @@
 """`make bench`: every benchmark on this machine, then the tables, the issue's targets checked
 against the numbers, and docs/performance.md updated with them.
 
-    python benchmarks/run_all.py            # everything (about 10-15 minutes on 2 quiet CPU cores)
+    python benchmarks/run_all.py            # everything (39 minutes on 2 quiet CPU cores)
     python benchmarks/run_all.py --quick    # fewer rounds and points: a smoke run of the machinery
     python benchmarks/run_all.py --only step,generate
 
@@ -77,8 +77,8 @@ def targets() -> list[list[str]]:
         a, b = v.get(n, {}).get("median_s"), v.get(ref, {}).get("median_s")
         return b / a if a and b else None
 
-    def mem(n: str, ref: str) -> float | None:
-        a, b = v.get(n, {}).get("peak_bytes"), v.get(ref, {}).get("peak_bytes")
+    def mem(n: str, ref: str, key: str = "peak_bytes") -> float | None:
+        a, b = v.get(n, {}).get(key), v.get(ref, {}).get(key)
         return a / b if a and b else None
 
     s = speed("unlearn-full", "authors-full")
@@ -93,6 +93,10 @@ def targets() -> list[list[str]]:
     m = mem("unlearn-lora", "unlearn-full")
     add("peak memory with LoRA <= 0.6x the full fine-tune's (frozen copy)", m, None if m is None else m <= 0.6,
         "step.json: unlearn-lora / unlearn-full peak")
+    m = mem("unlearn-lora", "unlearn-full", "tensor_peak_bytes")
+    if m is not None:  # CPU only: what the step's tensors need, without the allocator's and libraries' share
+        add("... the same, counting live tensors only", m, m <= 0.6,
+            "step.json: unlearn-lora / unlearn-full tensor_peak_bytes (profiler memory timeline)")
     gen = load("generate")
     if gen:
         modes = list(gen["modes"].values())

@@ -106,6 +106,11 @@ def worker(setting_json: str) -> None:
                 flops = common.count_flops(lambda: box.update(runner.step(index)))
                 index += 1
                 send({"flops": flops, "seconds": None, **box})
+            elif cmd == "tensors":  # a step with live tensor bytes tracked (CPU); its time is not used
+                box = {}
+                tensors = common.tensor_peak(lambda: box.update(runner.step(index)))
+                index += 1
+                send({"tensor_peak_bytes": tensors, **box})
             elif cmd == "peak":
                 send({"peak_bytes": peak.read(), "peak_kind": peak.kind})
             elif cmd == "quit":
@@ -153,8 +158,8 @@ class Worker:
 # The run
 
 
-def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, slow_bf16: bool = False
-        ) -> dict[str, Any]:
+def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, slow_bf16: bool = False,
+        tensors: bool = True) -> dict[str, Any]:
     settings = {n: Setting(**{**asdict(base), **VARIANTS[n]}) for n in names}
     if base.threads:  # the matmul peak with the workers' thread count
         import torch
@@ -213,6 +218,10 @@ def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, 
             out = workers[n].ask("peak")
             results[n]["peak_bytes"] = out.get("peak_bytes")
             results[n]["peak_kind"] = out.get("peak_kind")
+        if tensors and not common.Peak().cuda:  # after the RSS peak was read: profiling has its own cost
+            for n in order:
+                common.progress(f"[step] live-tensor peak of {n} ...")
+                results[n]["tensor_peak_bytes"] = workers[n].ask("tensors").get("tensor_peak_bytes")
     finally:
         for w in workers.values():
             w.close()
@@ -249,6 +258,8 @@ def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, 
                 res["speedup"] = results[ref]["median_s"] / res["median_s"]
                 if results[ref].get("peak_bytes") and res.get("peak_bytes"):
                     res["memory_ratio"] = res["peak_bytes"] / results[ref]["peak_bytes"]
+                if results[ref].get("tensor_peak_bytes") and res.get("tensor_peak_bytes"):
+                    res["tensor_memory_ratio"] = res["tensor_peak_bytes"] / results[ref]["tensor_peak_bytes"]
                 break
     return {"variants": results, "matmul_flops_per_s": matmul, "matmul_measurements": peaks}
 
@@ -259,10 +270,10 @@ def markdown(name: str, data: dict[str, Any]) -> str:
     rows = []
     for n, r in res.items():
         if r.get("skipped"):
-            rows.append([r["label"], f"not run: {r['skipped']}"] + [""] * 8)
+            rows.append([r["label"], f"not run: {r['skipped']}"] + [""] * 9)
             continue
         if r.get("error") and not r.get("median_s"):
-            rows.append([r["label"], f"failed: {r['error']}"] + [""] * 8)
+            rows.append([r["label"], f"failed: {r['error']}"] + [""] * 9)
             continue
         rows.append([
             r["label"],
@@ -272,6 +283,8 @@ def markdown(name: str, data: dict[str, Any]) -> str:
             f"{r['speedup']:.2f}x vs {r['baseline']}" if r.get("speedup") and r["baseline"] != n else "baseline",
             common.gib(r["peak_bytes"]) if r.get("peak_bytes") else "?",
             f"{r['memory_ratio']:.2f}x" if r.get("memory_ratio") and r["baseline"] != n else "",
+            (common.gib(r["tensor_peak_bytes"]) + (f" ({r['tensor_memory_ratio']:.2f}x)"
+             if r.get("tensor_memory_ratio") and r["baseline"] != n else "")) if r.get("tensor_peak_bytes") else "",
             f"{r['flops_per_step'] / 1e12:.2f}" if r.get("flops_per_step") else "",
             f"{r['flops_per_s'] / 1e9:.1f}" if r.get("flops_per_s") else "",
             f"{100 * r['fraction_of_matmul_peak']:.0f} %" if r.get("fraction_of_matmul_peak") else "",
@@ -279,7 +292,7 @@ def markdown(name: str, data: dict[str, Any]) -> str:
     kinds = [r.get("peak_kind") for r in res.values() if r.get("peak_kind")]
     mem = "peak GPU GiB" if kinds and kinds[0] == "cuda_max_allocated" else "peak RSS GiB"
     head = ["variant", "s/step median (min-max)", "tokens/step real / computed", "tokens/s", "speed-up",
-            mem, "memory ratio", "TFLOP/step", "GFLOP/s", "of matmul peak"]
+            mem, "memory ratio", "live tensors GiB (ratio)", "TFLOP/step", "GFLOP/s", "of matmul peak"]
     peak = ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in data["matmul_flops_per_s"].items())
     lines = [
         f"**{name}**: model `{s['model']}` ({s['dtype']}), batch {s['batch_size']}, sequence length {s['seq_len']}, "
@@ -292,6 +305,8 @@ def markdown(name: str, data: dict[str, Any]) -> str:
         f"Dense matmul peak measured in the same run: {peak}. Machine: {common.machine_line(data['machine'])}.",
         "`tokens/step`: real (non-padding) tokens of the rows the objective trains on / token positions "
         "the policy forward computes (padding included). Speed-up and memory ratio: against the variant named.",
+        "`live tensors`: the peak of live torch tensors during one profiled step (weights, copies, optimizer "
+        "state and activations; no libraries, no memory the C allocator kept), where measured (CPU).",
     ]
     return "\n".join(lines)
 
@@ -310,6 +325,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting step")
+    ap.add_argument("--no-tensor-peak", action="store_true",
+                    help="skip the profiled step that measures the live-tensor peak (CPU)")
     ap.add_argument("--slow-bf16", action="store_true",
                     help="run bf16 variants even on a CPU without bf16 matmul kernels (minutes per step)")
     ap.add_argument("--name", default="step", help="results file name (benchmarks/results/NAME.json/.md)")
@@ -326,7 +343,8 @@ def main() -> None:
     base = Setting(model=args.model, dtype=args.dtype, batch_size=args.batch, seq_len=args.seq_len, k=args.k,
                    shape=args.shape, threads=args.threads)
     t0 = time.time()
-    data = run(names, base, args.warmup, args.rounds, not args.no_flops, args.slow_bf16)
+    data = run(names, base, args.warmup, args.rounds, not args.no_flops, args.slow_bf16,
+               tensors=not args.no_tensor_peak)
     data.update(setting={f.name: getattr(base, f.name) for f in fields(base)}, warmup=args.warmup,
                 rounds=args.rounds, wall_s=round(time.time() - t0, 1))
     data["machine"] = common.machine_info()

@@ -75,6 +75,17 @@ def test_flop_count_of_a_matmul_and_of_attention():
     assert f >= 3 * 2 * 2 * (2 * 8 * 8 * 4)
 
 
+def test_live_tensor_peak_counts_what_the_step_holds_at_once():
+    import torch
+
+    mib = 2**20
+    # ones (64 MiB) and the product (64 MiB) are alive together; the sum is 4 bytes
+    assert common.tensor_peak(lambda: (torch.ones(2**24) * 2).sum()) == pytest.approx(128 * mib, abs=mib)
+    x = torch.ones(2**23)  # allocated before: counted once the step uses it, like the weights
+    assert common.tensor_peak(lambda: (x + 1).sum()) == pytest.approx(64 * mib, abs=mib)
+    assert common.tensor_peak(lambda: [torch.ones(2**22).sum() for _ in range(8)]) == pytest.approx(16 * mib, abs=mib)
+
+
 def test_synthetic_data_has_the_asked_token_lengths(tiny):
     _, tok = tiny
     import random
