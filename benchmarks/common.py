@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from unlearn.memory import PeakMemory
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ROOT = HERE.parent
@@ -115,43 +117,13 @@ def matmul_peak(dtype_name: str = "float32", n: int | None = None, seconds: floa
     return 2 * n**3 / best
 
 
-class Peak:
-    """Measure the peak memory of what runs after reset(): RSS high-water mark on CPU (Linux
-    /proc/self/clear_refs + VmHWM), torch.cuda.max_memory_allocated on GPU. Bytes."""
+class Peak(PeakMemory):
+    """unlearn's PeakMemory (the measure `unlearn compare` reports) on this machine's device."""
 
     def __init__(self) -> None:
         import torch
 
-        self.cuda = torch.cuda.is_available()
-
-    def reset(self) -> None:
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
-
-    def read(self) -> int:
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            return int(torch.cuda.max_memory_allocated())
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    @property
-    def kind(self) -> str:
-        return "cuda_max_allocated" if self.cuda else "peak_rss"
+        super().__init__("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def tensor_peak(fn: Callable[[], Any]) -> int | None:

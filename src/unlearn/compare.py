@@ -53,6 +53,7 @@ from typing import Any, Optional, Sequence, Union
 
 from unlearn.config import PRESETS, Config, config_from_dict, load_config
 from unlearn.errors import UnlearnError
+from unlearn.memory import PeakMemory
 
 DEFAULT_METHODS = ("paper", "ga", "graddiff", "npo", "simnpo", "idk")
 FILES = ("compare.md", "compare.html", "compare.json", "tradeoff.png")
@@ -380,43 +381,6 @@ def _assemble(cfg: Config, names: list[str], folder: Path, orig: dict[str, Any],
 # The method process
 
 
-class _Peak:
-    """Peak memory of what runs after reset(): RSS high-water mark on CPU, max allocated on GPU."""
-
-    def __init__(self, device: str):
-        self.cuda = device == "cuda"
-        self.kind = "cuda_max_allocated" if self.cuda else "peak_rss"
-
-    def reset(self) -> None:
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS (Linux)
-            except OSError:
-                pass
-
-    def read(self) -> int:
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-            return int(torch.cuda.max_memory_allocated())
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        import resource
-
-        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
 def worker(job_path: str) -> int:
     """Entry point of a method process: run the job, write its result file (always), return the
     exit status (0 done, 1 failed, 130 interrupted)."""
@@ -464,7 +428,7 @@ def _original_phase(cfg: Config, job: dict[str, Any], result: dict[str, Any], co
     result["phase"] = "eval"
     t0 = time.time()
     device = pick_device(cfg)
-    peak = _Peak(device)
+    peak = PeakMemory(device)
     result["memory"] = peak.kind
     peak.reset()
     for role in ("forget", "retain", "mismatch"):
@@ -495,7 +459,7 @@ def _method_phase(cfg: Config, job: dict[str, Any], result: dict[str, Any], cons
     from unlearn.evaluate.run import ModelOutputs, pick_device
 
     device = pick_device(cfg)
-    peak = _Peak(device)
+    peak = PeakMemory(device)
     result["memory"] = peak.kind
     result["phase"] = "train"
     peak.reset()
