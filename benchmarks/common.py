@@ -121,9 +121,7 @@ class Peak(PeakMemory):
     """unlearn's PeakMemory (the measure `unlearn compare` reports) on this machine's device."""
 
     def __init__(self) -> None:
-        import torch
-
-        super().__init__("cuda" if torch.cuda.is_available() else "cpu")
+        super().__init__(device())
 
 
 def tensor_peak(fn: Callable[[], Any]) -> int | None:

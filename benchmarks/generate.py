@@ -104,8 +104,6 @@ def main() -> None:
     ap.add_argument("--name", default="generate")
     args = ap.parse_args()
 
-    import torch
-
     from unlearn.config import ModelConfig
     from unlearn.data import Encoder
     from unlearn.models import load_model

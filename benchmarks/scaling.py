@@ -171,7 +171,7 @@ def main() -> None:
         "steps per point, each point in a fresh process.",
         "",
         common.table(["sweep", "seq len", "batch", "tokens/step", "s/step", "ms/token", "tokens/s",
-                      "peak RSS GiB" if not common.Peak().cuda else "peak GPU GiB", "of matmul peak"], rows),
+                      "peak RSS GiB" if common.device() == "cpu" else "peak GPU GiB", "of matmul peak"], rows),
         "",
         f"Growth of s/step with tokens/step: all points {verdict(fits.get('time_all'))}; "
         f"as the batch grows {verdict(fits.get('time_batch'))}; "

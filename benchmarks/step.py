@@ -170,7 +170,7 @@ def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, 
             s.dtype = "float32"  # their script loads fp32 whatever the model
     peaks = {"float32": [common.matmul_peak("float32")]}
     if any(s.mixed_precision == "bf16" or s.dtype == "bfloat16" for s in settings.values()):
-        peaks["bfloat16"] = [common.matmul_peak("bfloat16", n=None if common.Peak().cuda else 512)]
+        peaks["bfloat16"] = [common.matmul_peak("bfloat16", n=None if common.device() == "cuda" else 512)]
     results: dict[str, dict[str, Any]] = {n: {"label": s.label, "setting": asdict(s), "seconds": []}
                                           for n, s in settings.items()}
     info = common.machine_info()
@@ -218,7 +218,7 @@ def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, 
             out = workers[n].ask("peak")
             results[n]["peak_bytes"] = out.get("peak_bytes")
             results[n]["peak_kind"] = out.get("peak_kind")
-        if tensors and not common.Peak().cuda:  # after the RSS peak was read: profiling has its own cost
+        if tensors and common.device() == "cpu":  # after the RSS peak was read: profiling has its own cost
             for n in order:
                 common.progress(f"[step] live-tensor peak of {n} ...")
                 results[n]["tensor_peak_bytes"] = workers[n].ask("tensors").get("tensor_peak_bytes")

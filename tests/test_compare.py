@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from conftest import FORGET, RETAIN, tiny_config, write_config, write_jsonl

@@ -2,7 +2,6 @@
 output folder rules. The targets themselves are reported by the demo, not asserted here."""
 
 import json
-from pathlib import Path
 
 import pytest
 from rich.console import Console

@@ -1,7 +1,6 @@
 """`unlearn eval` end to end on tiny-random-llama, its bad inputs, and evaluation during training."""
 
 import json
-import re
 
 import pytest
 from typer.testing import CliRunner
