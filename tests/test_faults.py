@@ -159,7 +159,7 @@ def test_sigint_in_process_then_a_second_one_stops_at_once(tmp_path, reference, 
     """SIGINT raised inside step 5 (deterministic): that step finishes, a checkpoint is written,
     the exit status is 130. A second SIGINT (after the debounce) interrupts at once."""
     from unlearn.data.batch import StepBatcher
-    from unlearn.reliability import GracefulStop
+    from unlearn.runstate import GracefulStop
 
     files = reference[0]
     cfg, out = config(tmp_path, files, "int"), tmp_path / "int"
@@ -323,7 +323,7 @@ def test_disk_full_while_writing_the_model(tmp_path, data_files, monkeypatch):
 
 
 def test_not_enough_free_space_is_an_error_before_anything_is_written(tmp_path, data_files, monkeypatch):
-    import unlearn.reliability as rel
+    import unlearn.files as rel
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(rel.shutil, "disk_usage", lambda p: usage._replace(free=1_000_000))
@@ -351,7 +351,7 @@ def test_read_only_output_dir(tmp_path, data_files):
 def test_read_only_file_system(tmp_path, data_files, monkeypatch):
     """A read-only mount (simulated: the probe file cannot be created, EROFS), where file
     permissions would not stop root: refused before training, nothing written."""
-    import unlearn.reliability as rel
+    import unlearn.files as rel
 
     def mkstemp(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from unlearn.compare import CompareResult, compare  # eager: `unlearn.compare` stays this function
 from unlearn.config import Config, load_config
 from unlearn.errors import UnlearnError
+from unlearn.version import __version__
 
 if TYPE_CHECKING:
     from unlearn.evaluate.run import EvalResult
     from unlearn.train import RunResult
 
-__version__ = "0.1.0"
 __all__ = [
     "CompareResult", "Config", "UnlearnError", "compare", "finetune", "load_config", "run", "run_eval", "__version__",
 ]

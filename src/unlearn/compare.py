@@ -139,7 +139,7 @@ def _term_modules(cfg: Config, method: str) -> list[str]:
 
 
 def check_folder(cfg: Config, folder: Path, overwrite: bool) -> None:
-    from unlearn.reliability import check_writable, refuse_dangerous_overwrite
+    from unlearn.files import check_writable, refuse_dangerous_overwrite
     from unlearn.train import run_inputs
 
     if folder.exists() or folder.is_symlink():
@@ -341,7 +341,7 @@ def _info(row: dict[str, Any]) -> dict[str, Any]:
 
 def _assemble(cfg: Config, names: list[str], folder: Path, orig: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """compare.json's content."""
-    from unlearn import __version__
+    from unlearn.version import __version__
 
     info: dict[str, dict[str, Any]] = {role: dict(ms) for role, ms in orig["info"].items()}
     for r in runs.values():
@@ -390,7 +390,8 @@ def worker(job_path: str) -> int:
     from rich.console import Console
 
     from unlearn.errors import RunInterrupted
-    from unlearn.reliability import one_line, write_text_atomic
+    from unlearn.errors import one_line
+    from unlearn.files import write_text_atomic
 
     job = json.loads(Path(job_path).read_text())
     result: dict[str, Any] = {"status": "failed", "phase": "setup"}
@@ -724,7 +725,7 @@ def tradeoff_png(data: dict[str, Any]) -> Optional[bytes]:
 
 def write_outputs(folder: Path, data: dict[str, Any]) -> dict[str, Path]:
     """tradeoff.png, compare.html, compare.md, then compare.json: each file whole or absent."""
-    from unlearn.reliability import write_bytes_atomic
+    from unlearn.files import write_bytes_atomic
 
     files: dict[str, Path] = {}
     png = tradeoff_png(data)

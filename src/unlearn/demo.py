@@ -75,7 +75,7 @@ def _recipe(name: str) -> Path:
 def teach_key(cfg: Any) -> str:
     """What the taught model depends on: the resolved teaching config (without its output_dir), the
     examples it trains on and this package's version. 16 hex digits of a SHA-256."""
-    import unlearn
+    from unlearn.version import __version__
     from unlearn.data import load_source
 
     conf = cfg.to_dict()
@@ -85,7 +85,7 @@ def teach_key(cfg: Any) -> str:
         source = getattr(cfg.data, role)
         for e in load_source(source, role) if source is not None else []:
             h.update(json.dumps([e.prompt, e.response], ensure_ascii=False).encode())
-    h.update(unlearn.__version__.encode())
+    h.update(__version__.encode())
     return h.hexdigest()[:16]
 
 
@@ -152,7 +152,7 @@ def run_demo(
     from unlearn import run, run_eval
     from unlearn.config import load_config
     from unlearn.data.sources.profiles import write_profiles
-    from unlearn.reliability import write_text_atomic
+    from unlearn.files import write_text_atomic
 
     console = console or Console(stderr=True)
     plan = PLANS["quick" if quick else "full"]

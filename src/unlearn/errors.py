@@ -28,6 +28,12 @@ def where(source: str | None, line: int | None = None, field: str | None = None)
     return loc
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its message (or type), whitespace collapsed."""
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
 class RunInterrupted(UnlearnError):
     """The run stopped on SIGINT/SIGTERM after finishing a step and writing a checkpoint.
 

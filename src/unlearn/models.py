@@ -399,7 +399,7 @@ def save_model(
     model's own are sharded across processes (FSDP, ZeRO-3). A failed write leaves no partial
     folder behind. Returns {kind: path} of what was written.
     """
-    from unlearn.reliability import replace_dir
+    from unlearn.files import replace_dir
 
     written: dict[str, str] = {}
     extra = {} if state_dict is None else {"state_dict": state_dict}

@@ -6,7 +6,7 @@
        log a line to train_log.jsonl; checkpoint every save_every; stop on max_steps or the rule
     -> save the model atomically; mark run.json done
 
-Every way out leaves run.json saying how the run ended (see unlearn.reliability): done;
+Every way out leaves run.json saying how the run ended (see unlearn.runstate): done;
 interrupted (SIGINT/SIGTERM: the step is finished, a checkpoint written, RunInterrupted raised);
 failed (the reason; the error is re-raised). Under several processes the decisions that end or
 skip a step are taken on values all-reduced across ranks, so every rank takes the same one.
@@ -38,14 +38,15 @@ from unlearn.distributed import (
     agree, check_engine_options, configure_engine, engine, full_state_dict, make_shardable,
     nonfinite_terms, on_main, reference_forward, sharded, sum_across,
 )
-from unlearn.errors import RunInterrupted, UnlearnError
+from unlearn.errors import RunInterrupted, UnlearnError, one_line
 from unlearn.models import Reference, add_lora, load_model, save_model
 from unlearn.objective import Objective, ResponseLM, StepContext
-from unlearn.reliability import (
-    WRITE_ERRNOS, GracefulStop, Manifest, check_free_space, check_writable, estimate_output_bytes,
-    fsync_path, inside, is_write_error, iter_log, one_line, refuse_dangerous_overwrite,
-    remove_stale_temps, replace_dir, run_status, write_error, write_text_atomic,
+from unlearn.files import (
+    WRITE_ERRNOS, check_free_space, check_writable, estimate_output_bytes, fsync_path, inside,
+    is_write_error, iter_log, refuse_dangerous_overwrite, remove_stale_temps, replace_dir, write_error,
+    write_text_atomic,
 )
+from unlearn.runstate import GracefulStop, Manifest, run_status
 
 DEFAULT_LR_FULL = 2e-6
 DEFAULT_LR_LORA = 1e-4

@@ -435,7 +435,7 @@ def evaluate_run(
     finally:
         bar.close()
     e = cfg.eval
-    from unlearn import __version__
+    from unlearn.version import __version__
 
     metrics = {
         "unlearn_version": __version__,
