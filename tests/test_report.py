@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from unlearn.report import FILES, render_html, summary_rows, write_report_files
+from unlearn.report import FILES, summary_rows, write_report_files
 
 
 def _metrics():
@@ -81,12 +81,12 @@ def test_report_files_and_self_contained_html(tmp_path):
 def test_a_failed_write_leaves_the_old_report(tmp_path, monkeypatch):
     folder = write_report_files(tmp_path / "eval", _metrics(), SAMPLES)
     before = (folder / "report.md").read_text()
-    import unlearn.report as report
+    import unlearn.report.eval_report as eval_report
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report, "render_html", boom)
+    monkeypatch.setattr(eval_report, "render_html", boom)
     with pytest.raises(RuntimeError):
         write_report_files(tmp_path / "eval", {**_metrics(), "unlearn_version": "x"}, SAMPLES)
     assert (folder / "report.md").read_text() == before
