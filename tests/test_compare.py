@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from conftest import FORGET, RETAIN, tiny_config, write_config, write_jsonl
 from unlearn.cli import app
-from unlearn.compare import (
-    FILES, method_config, method_objective, parse_methods, read_result, render_html, render_markdown, table_rows,
-)
+from unlearn.comparison import method_config, method_objective, parse_methods, read_result
+from unlearn.report.compare_report import render_html, render_markdown, table_rows
+from unlearn.report.write import COMPARE_FILES as FILES
 from unlearn.config import config_from_dict
 from unlearn.errors import UnlearnError
 
@@ -232,7 +232,7 @@ def test_table_marks_the_best_method_per_column_and_shows_failures():
 def test_terms_registered_outside_unlearn_are_imported_by_the_method_process(tmp_path, data_files, monkeypatch):
     import dataclasses
 
-    from unlearn.compare import _term_modules
+    from unlearn.comparison.methods import term_modules
     from unlearn.config import PRESETS
     from unlearn.objective import registry
 
@@ -246,6 +246,6 @@ def test_terms_registered_outside_unlearn_are_imported_by_the_method_process(tmp
         c = method_config(cfg, "mine", tmp_path / "runs" / "mine")
         if expected is None:
             with pytest.raises(UnlearnError, match="registered in __main__"):
-                _term_modules(c, "mine")
+                term_modules(c, "mine")
         else:
-            assert _term_modules(c, "mine") == expected
+            assert term_modules(c, "mine") == expected

@@ -200,7 +200,7 @@ def test_sigint_in_process_then_a_second_one_stops_at_once(tmp_path, reference, 
 
 
 @pytest.fixture
-def test_terms():
+def faulty_terms():
     """Two terms that exist only in this test module: one whose value turns NaN on chosen
     calls, one whose value is finite but whose gradient is not (sqrt at 0)."""
     state = {"calls": 0, "bad": set()}
@@ -223,8 +223,8 @@ def test_terms():
     registry._TERMS.pop("test_bad_gradient")
 
 
-def test_a_nan_term_skips_the_step_and_the_run_recovers(tmp_path, data_files, test_terms):
-    test_terms["bad"] = {2}
+def test_a_nan_term_skips_the_step_and_the_run_recovers(tmp_path, data_files, faulty_terms):
+    faulty_terms["bad"] = {2}
     cfg = tiny_config(tmp_path, data_files, objective={"test_nan": 1.0, "kl": 1.0}, train={"max_steps": 3})
     r = cli("run", write_config(tmp_path / "c.yaml", cfg))
     assert r.exit_code == 0, r.output
@@ -236,8 +236,8 @@ def test_a_nan_term_skips_the_step_and_the_run_recovers(tmp_path, data_files, te
     assert all(torch.isfinite(t).all() for t in weights(tmp_path / "run").values())
 
 
-def test_nonfinite_in_a_row_stops_keeps_the_last_good_checkpoint_and_names_the_term(tmp_path, data_files, test_terms):
-    test_terms["bad"] = {3, 4}
+def test_nonfinite_in_a_row_stops_keeps_the_last_good_checkpoint_and_names_the_term(tmp_path, data_files, faulty_terms):
+    faulty_terms["bad"] = {3, 4}
     cfg = tiny_config(tmp_path, data_files, objective={"test_nan": 1.0},
                       train={"max_steps": 6, "save_every": 1, "keep_last": 1, "max_nonfinite": 2})
     r = cli("run", write_config(tmp_path / "c.yaml", cfg))
@@ -256,7 +256,7 @@ def test_nonfinite_in_a_row_stops_keeps_the_last_good_checkpoint_and_names_the_t
     assert [rec.get("skipped", False) for rec in log_of(out)] == [False, False, True]
 
 
-def test_a_nonfinite_gradient_is_traced_to_its_term(tmp_path, data_files, test_terms):
+def test_a_nonfinite_gradient_is_traced_to_its_term(tmp_path, data_files, faulty_terms):
     cfg = tiny_config(tmp_path, data_files, objective={"ga": 1.0, "test_bad_gradient": 1.0},
                       train={"max_steps": 3, "max_nonfinite": 1})
     r = cli("run", write_config(tmp_path / "c.yaml", cfg))

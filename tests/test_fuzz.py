@@ -223,7 +223,11 @@ def test_encoder_labels_are_the_response_and_fit(tokenizer, prompt, response, te
     assert 0 <= enc.n_prompt < len(enc.ids)  # at least one labelled token
     assert enc.labels[: enc.n_prompt] == [-100] * enc.n_prompt
     if len(enc.ids) > 1 and not enc.prompt_truncated:
-        assert enc.ids[0] == tokenizer.bos_token_id or template == "chat"
+        if template == "chat":  # the chat template's own opening token, and no BOS added before it
+            opening = tokenizer(encoder.prompt_text(prompt), add_special_tokens=False)["input_ids"][0]
+            assert enc.ids[0] == opening and enc.ids[0] != tokenizer.bos_token_id, enc.ids[:3]
+        else:
+            assert enc.ids[0] == tokenizer.bos_token_id, enc.ids[:3]
 
 
 # ---- the config parser ----------------------------------------------------------------------------
@@ -255,8 +259,13 @@ def _set(data: dict, dotted: str, value) -> None:
 def _validate(cfg) -> None:
     """What `unlearn config` and `unlearn run` check before reading any data."""
     Objective(cfg.objective, where=cfg.origin)
-    for f in (cfg.train.lr, cfg.train.max_grad_norm, cfg.model.lora and cfg.model.lora.alpha):
-        assert f is None or f is False or math.isfinite(f)
+    # What loads is a finite positive float, or null where null means something (lr: the default
+    # for the model; max_grad_norm: no clipping). No LoRA section: no alpha to check.
+    for name, f in (("lr", cfg.train.lr), ("max_grad_norm", cfg.train.max_grad_norm)):
+        assert f is None or (type(f) is float and math.isfinite(f) and f > 0), (name, f)
+    if cfg.model.lora is not None:
+        alpha = cfg.model.lora.alpha
+        assert type(alpha) is float and math.isfinite(alpha) and alpha > 0, alpha
 
 
 @FAST

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from unlearn.report import FILES, render_html, summary_rows, write_report_files
+from unlearn.report import FILES, summary_rows, write_report_files
 
 
 def _metrics():
@@ -81,12 +81,12 @@ def test_report_files_and_self_contained_html(tmp_path):
 def test_a_failed_write_leaves_the_old_report(tmp_path, monkeypatch):
     folder = write_report_files(tmp_path / "eval", _metrics(), SAMPLES)
     before = (folder / "report.md").read_text()
-    import unlearn.report as report
+    import unlearn.report.eval_report as eval_report
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report, "render_html", boom)
+    monkeypatch.setattr(eval_report, "render_html", boom)
     with pytest.raises(RuntimeError):
         write_report_files(tmp_path / "eval", {**_metrics(), "unlearn_version": "x"}, SAMPLES)
     assert (folder / "report.md").read_text() == before
@@ -121,3 +121,40 @@ def test_report_html_images_load_in_headless_chromium(tmp_path):
     loaded = re.search(r'data-loaded="(\d+)"', dom)
     assert images and loaded, dom[-500:]
     assert int(images.group(1)) == 2 and int(loaded.group(1)) == 2
+
+
+def _printed(table) -> str:
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(table)
+    return buf.getvalue()
+
+
+def test_terminal_tables_show_the_report_cells():
+    from unlearn.report.terminal import demo_table, demo_value, eval_table
+
+    text = _printed(eval_table(_metrics()))
+    row = next(ln for ln in text.splitlines() if "leak_rate" in ln)
+    assert [c.strip() for c in row.strip("│ ").split("│")] == ["forget", "leak_rate", "100.0%", "50.0%", "-50.0 pp",
+                                                               "better"]
+    # the demo's units: '%' a fraction shown in %, '' a cosine; None is a dash
+    assert [demo_value(0.944, "%"), demo_value(0.8274, ""), demo_value(None, "%")] == ["94.4%", "0.827", "–"]
+    summary = [{"what": "forget facts leaked", "taught": 1.0, "unlearned": 0.0, "target": "<= 5 %", "met": True, "unit": "%"},
+               {"what": "cosine", "taught": None, "unlearned": 0.7, "target": ">= 0.8", "met": False, "unit": ""}]
+    text = _printed(demo_table(summary, quick=True))
+    assert "unlearn demo --quick" in text
+    assert [c.strip() for c in next(ln for ln in text.splitlines() if "leaked" in ln).strip("│ ").split("│")] == [
+        "forget facts leaked", "100.0%", "0.0%", "<= 5 %", "met"]
+    assert [c.strip() for c in next(ln for ln in text.splitlines() if "cosine" in ln).strip("│ ").split("│")] == [
+        "cosine", "–", "0.700", ">= 0.8", "missed"]
+
+
+def test_markdown_cells_and_html_escape():
+    from unlearn.report.format import escape, md_cell, objective_text
+
+    assert md_cell("a|b\nc") == "a\\|b ⏎ c" and md_cell(None) == ""
+    assert escape("<i>'x'</i>") == "&lt;i&gt;&#x27;x&#x27;&lt;/i&gt;" and escape(None) == ""
+    assert objective_text({"ga": 0.5, "npo": {"weight": 1, "beta": 0.1}}) == "ga 0.5 + npo 1 (beta=0.1)"

@@ -5,6 +5,9 @@ Minutes on a CPU: `make test-slow`, not CI.
 Measured on the 2-core machine (12 steps, lr 5e-4, LoRA r 8; NLL in nats per token, original ->
 unlearned): paper forget 2.61 -> 3.19, retain 1.06 -> 1.09; ga forget -> 8.09, retain -> 7.15 (gradient
 ascent alone wrecks everything, as the paper reports); npo (+kl) forget -> 6.19, retain -> 3.79.
+
+Each bound is that measurement with a stated margin, so that a change which halves the effect fails
+while the drift of another CPU's kernels or thread count (last digits of 12 steps) passes.
 """
 
 import io
@@ -55,7 +58,10 @@ def unlearn(preset, tmp_path, before):
 
 def test_paper_forgets_and_keeps_the_retain_set(tmp_path, before):
     rise = unlearn("paper", tmp_path, before)
-    assert rise["forget"] >= 0.3 and abs(rise["retain"]) <= 0.2, rise
+    # measured: forget +0.58, retain +0.03 nats; margin 0.12 below the forget rise (about 20 %) and
+    # 0.07 around the retain one
+    assert rise["forget"] >= 0.58 - 0.12, rise
+    assert abs(rise["retain"]) <= 0.03 + 0.07, rise
 
 
 def test_ga_forgets_without_regard_for_the_retain_set(tmp_path, before):

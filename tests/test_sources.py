@@ -240,6 +240,11 @@ def test_limit_applies_after_the_adapter(files):
 
 
 def test_adapter_metadata_is_json(files):
+    """Each example's metadata goes to samples.jsonl: it must survive JSON unchanged (no tuples, sets,
+    NaN or numpy scalars) and say where the example came from."""
     for ex in (load("pku_saferlhf", files["pku"]), load("truthfulqa", files["truthfulqa"], "retain"),
                load("halueval", files["halueval"]), load("text", files["book"])):
-        json.dumps([e.meta for e in ex])
+        assert ex
+        for e in ex:
+            assert isinstance(e.meta, dict) and ("where" in e.meta or "file" in e.meta), e.meta
+            assert json.loads(json.dumps(e.meta, allow_nan=False)) == e.meta, e.meta

@@ -10,7 +10,7 @@ from typing import Any, Callable, List, Optional
 import typer
 from rich.console import Console
 
-from unlearn.compare import DEFAULT_METHODS
+from unlearn.comparison.methods import DEFAULT_METHODS
 from unlearn.errors import RunInterrupted, UnlearnError
 
 app = typer.Typer(
@@ -55,7 +55,7 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
 ) -> None:
     """Unlearn: train with the configured objective and write OUTPUT_DIR."""
-    from unlearn import run as run_
+    from unlearn.api import run as run_
 
     run_(config, overrides or [], overwrite=overwrite, resume=resume, console=err)
 
@@ -69,7 +69,7 @@ def finetune(
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
 ) -> None:
     """Supervised fine-tuning (NLL) on the forget and retain data: the same loop and outputs."""
-    from unlearn import finetune as finetune_
+    from unlearn.api import finetune as finetune_
 
     finetune_(config, overrides or [], overwrite=overwrite, resume=resume, console=err)
 
@@ -88,23 +88,16 @@ def eval_(
     model: Optional[Path] = typer.Option(None, "--model", help="Evaluate this model folder instead of OUTPUT_DIR/model."),
 ) -> None:
     """Evaluate OUTPUT_DIR/model against the original model; write OUTPUT_DIR/eval/report.html."""
-    from unlearn import run_eval
+    from unlearn.api import run_eval
     from unlearn.config import load_config
-    from unlearn.report import summary_rows
+    from unlearn.report.terminal import eval_table
 
     cfg = load_config(config, overrides or [])
     out_dir = Path(cfg.output_dir).expanduser().resolve()
     model_dir = model if model is not None else (out_dir / "best" / "model" if best else None)
     report_dir = out_dir / "best" / "eval" if best and model is None else None
     result = run_eval(cfg, model_dir=model_dir, allow_unfinished=allow_unfinished, report_dir=report_dir, console=err)
-    from rich.table import Table
-
-    table = Table("set", "metric", "original", "unlearned", "change", "")
-    for r in summary_rows(result.metrics):
-        style = {"better": "green", "worse": "red"}.get(r["verdict"], "")
-        table.add_row(r["set"], r["metric"], r["original"], r["unlearned"],
-                      f"[{style}]{r['change']}[/{style}]" if style else r["change"], r["verdict"])
-    out.print(table)
+    out.print(eval_table(result.metrics))
     where = report_dir or out_dir / "eval"
     err.print(f"[green]Report[/green]: {where / 'report.html'} (metrics.json, samples.jsonl, report.md beside it)")
 
@@ -117,17 +110,11 @@ def demo(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo's folder."),
 ) -> None:
     """Teach SmolLM2-135M fictitious people's facts, unlearn a quarter of them, prove it (offline)."""
-    from rich.table import Table
-
-    from unlearn.demo import format_value, run_demo
+    from unlearn.demo import run_demo
+    from unlearn.report.terminal import demo_table
 
     res = run_demo(out_dir, quick=quick, overwrite=overwrite, console=err)
-    table = Table("", "taught", "unlearned", "target", "", title="unlearn demo" + (" --quick" if quick else ""))
-    for r in res.summary:
-        mark = {True: "[green]met[/green]", False: "[red]missed[/red]", None: ""}[r["met"]]
-        table.add_row(r["what"], format_value(r["taught"], r["unit"]), format_value(r["unlearned"], r["unit"]),
-                      r["target"], mark)
-    out.print(table)
+    out.print(demo_table(res.summary, quick))
     s = res.seconds
     teach = "from the cache" if res.teach_cached else f"{s['teach']:.0f} s"
     out.print(f"time: {s['total'] / 60:.1f} min (teach {teach}, unlearn {s['unlearn']:.0f} s, eval {s['eval']:.0f} s)")
@@ -148,11 +135,11 @@ def compare_(
     """Run and evaluate several methods with the same data, steps, seed and evaluation; write
     OUTPUT_DIR/compare/ (compare.html, compare.md, compare.json, tradeoff.png). Exit status 1 when a
     method failed (the comparison is still written, with the failure in its row)."""
-    from unlearn.compare import compare as compare__
-    from unlearn.compare import summary_table
+    from unlearn.comparison import compare as compare__
+    from unlearn.report.terminal import compare_table
 
     result = compare__(config, overrides or [], methods=methods, overwrite=overwrite, console=err)
-    out.print(summary_table(result.data))
+    out.print(compare_table(result.data))
     for name, path in result.files.items():
         err.print(f"[green]{name}[/green]: {path}")
     failed = [m for m, r in result.data["runs"].items() if r["status"] != "done"]

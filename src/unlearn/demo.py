@@ -120,7 +120,7 @@ def teach(console: Any, overrides: tuple[str, ...] = (), cache: Optional[Path] =
     one teacher instead of training twice."""
     from filelock import FileLock
 
-    from unlearn import finetune
+    from unlearn.api import finetune
     from unlearn.config import load_config
     from unlearn.models import cache_dir
 
@@ -149,7 +149,7 @@ def run_demo(
     """Teach, unlearn, evaluate; write OUT_DIR (data/, unlearn run, eval/report.html, demo.json)."""
     from rich.console import Console
 
-    from unlearn import run, run_eval
+    from unlearn.api import run, run_eval
     from unlearn.config import load_config
     from unlearn.data.sources.profiles import write_profiles
     from unlearn.files import write_text_atomic
@@ -237,9 +237,3 @@ def demo_summary(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     add("empty or degenerate general answers", v("normal", "degenerate_rate", "original"), g_u, "none",
         None if g_u is None else g_u == 0, "%")
     return rows
-
-
-def format_value(x: Optional[float], unit: str) -> str:
-    if x is None:
-        return "–"
-    return f"{100 * x:.1f}%" if unit == "%" else f"{x:.3f}"

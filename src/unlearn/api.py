@@ -1,0 +1,96 @@
+"""The Python API behind the commands: `run`, `finetune`, `run_eval` (what `unlearn run`,
+`unlearn finetune` and `unlearn eval` do). The package root re-exports them lazily; modules inside
+unlearn import them from here, never from the root (the root must not be imported by its own
+submodules: that is an import cycle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from unlearn.config import Config, config_from_dict, load_config
+
+if TYPE_CHECKING:
+    from unlearn.evaluate.run import EvalResult
+    from unlearn.train import RunResult
+
+
+def as_config(config: Union[Config, str, Path], overrides: list[str] | None = None) -> Config:
+    """A Config from a Config (overrides applied on top, keeping where each key came from) or from
+    a YAML file or packaged recipe's name."""
+    if isinstance(config, Config):
+        if overrides:
+            return config_from_dict(config.to_dict(), overrides, dict(config._origins))
+        return config
+    return load_config(config, overrides)
+
+
+def run(
+    config: Union[Config, str, Path],
+    overrides: list[str] | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    console: Any = None,
+) -> "RunResult":
+    """Unlearn: exactly what `unlearn run CONFIG [overrides] [--overwrite] [--resume]` does."""
+    from unlearn.train import train
+
+    cfg = as_config(config, overrides)
+    return train(cfg, overwrite=overwrite, resume=resume, console=console, evaluator=training_evaluator(cfg))
+
+
+def finetune(
+    config: Union[Config, str, Path],
+    overrides: list[str] | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    console: Any = None,
+) -> "RunResult":
+    """Supervised fine-tuning on forget + retain data: what `unlearn finetune` does."""
+    from unlearn.train import train
+
+    cfg = as_config(config, overrides)
+    return train(cfg, overwrite=overwrite, resume=resume, finetune=True, console=console,
+                 evaluator=training_evaluator(cfg))
+
+
+def training_evaluator(cfg: Config) -> Any:
+    """The train.eval_every callback (None when off). Built here, not in train, because evaluation
+    stands after training in the package's layering (train never imports unlearn.evaluate)."""
+    if not cfg.train.eval_every:
+        return None
+    from unlearn.evaluate.during import TrainingEvaluator
+
+    return TrainingEvaluator(cfg)
+
+
+def run_eval(
+    config: Union[Config, str, Path],
+    overrides: list[str] | None = None,
+    *,
+    model_dir: str | Path | None = None,
+    allow_unfinished: bool = False,
+    report_dir: str | Path | None = None,
+    write: bool = True,
+    original: Any = None,
+    console: Any = None,
+) -> "EvalResult":
+    """Evaluate OUTPUT_DIR/model against the original model: what `unlearn eval` does.
+
+    Returns an EvalResult (.metrics is metrics.json's content, .samples the lines of samples.jsonl,
+    .original the original model's outputs, reusable as `original=` for another run of the same
+    model and sets). With write=True the report goes to OUTPUT_DIR/eval (or report_dir).
+    """
+    from unlearn.evaluate.run import evaluate_run
+    from unlearn.report import write_report
+
+    cfg = as_config(config, overrides)
+    result = evaluate_run(
+        cfg, model_dir=Path(model_dir) if model_dir else None, allow_unfinished=allow_unfinished,
+        original=original, console=console,
+    )
+    if write:
+        write_report(result, Path(report_dir) if report_dir else None)
+    return result

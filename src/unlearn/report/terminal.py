@@ -1,0 +1,64 @@
+"""The tables the commands print (rich): `unlearn eval`'s summary, the demo's targets and
+`unlearn compare`'s timings and trade-off. The same cells as the files (report/format.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from unlearn.report.eval_report import summary_rows
+from unlearn.report.format import axis_label, fmt, fmt_mb, fmt_seconds
+
+
+def eval_table(metrics: dict[str, Any]) -> Any:
+    """The summary of metrics.json: one row per (set, metric), the change green when better."""
+    from rich.table import Table
+
+    table = Table("set", "metric", "original", "unlearned", "change", "")
+    for r in summary_rows(metrics):
+        style = {"better": "green", "worse": "red"}.get(r["verdict"], "")
+        table.add_row(r["set"], r["metric"], r["original"], r["unlearned"],
+                      f"[{style}]{r['change']}[/{style}]" if style else r["change"], r["verdict"])
+    return table
+
+
+def demo_value(x: Optional[float], unit: str) -> str:
+    """A value of the demo's summary: unit '%' is a fraction shown in %, '' a cosine."""
+    return fmt(x, "fraction" if unit == "%" else "cosine")
+
+
+def demo_table(summary: list[dict[str, Any]], quick: bool) -> Any:
+    """The demo's targets (unlearn.demo.demo_summary) beside the measured values, met or missed."""
+    from rich.table import Table
+
+    table = Table("", "taught", "unlearned", "target", "", title="unlearn demo" + (" --quick" if quick else ""))
+    for r in summary:
+        mark = {True: "[green]met[/green]", False: "[red]missed[/red]", None: ""}[r["met"]]
+        table.add_row(r["what"], demo_value(r["taught"], r["unit"]), demo_value(r["unlearned"], r["unit"]),
+                      r["target"], mark)
+    return table
+
+
+def compare_table(data: dict[str, Any]) -> Any:
+    """compare.json's data for the terminal: timings, memory and the two trade-off metrics per
+    method (errors and every other metric are in compare.md/html)."""
+    from rich.table import Table
+
+    axes = [a for a in (data["axes"]["x"], data["axes"]["y"]) if a]
+    table = Table("method", "status", "steps", "train s", "eval s", "peak MB train/eval", *[axis_label(a) for a in axes])
+
+    def value(metrics: dict[str, Any], key: str) -> str:
+        role, name = key.split(".", 1)
+        return fmt(metrics.get(role, {}).get(name), data["metrics"][role][name]["unit"])
+
+    o = data["original"]
+    table.add_row("original", "", "0", "–", fmt_seconds(o["eval_seconds"]), f"–/{fmt_mb(o.get('peak_bytes'))}",
+                  *[value(o["metrics"], a) for a in axes])
+    for m, r in data["runs"].items():
+        ok = r["status"] == "done"
+        table.add_row(
+            m, "[green]done[/green]" if ok else f"[red]failed ({r.get('failed_phase')})[/red]",
+            "–" if r.get("steps") is None else str(r["steps"]), fmt_seconds(r.get("train_seconds")),
+            fmt_seconds(r.get("eval_seconds")), f"{fmt_mb(r.get('train_peak_bytes'))}/{fmt_mb(r.get('eval_peak_bytes'))}",
+            *[value(r["metrics"], a) for a in axes],
+        )
+    return table
