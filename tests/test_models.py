@@ -20,14 +20,14 @@ def test_tiny_aliases_are_deterministic_and_small():
 
 
 def test_pad_token_is_set_without_a_hard_coded_id():
-    from unlearn.models import _byte_tokenizer
+    from unlearn.models import byte_tokenizer
 
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     assert tok.pad_token is None
     ensure_pad_token(tok)
     assert tok.pad_token_id == tok.eos_token_id  # reuses EOS; masks say what is padding
 
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     tok.eos_token = None
     model, _ = load_model(ModelConfig(name="tiny-random-llama"))
     before = model.get_input_embeddings().num_embeddings

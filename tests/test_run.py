@@ -13,8 +13,7 @@ from unlearn.cli import app
 from unlearn.config import ModelConfig, load_config
 from unlearn.data import Encoder, collate, encode_examples, load_examples
 from unlearn.evaluate.nll import mean_response_nll
-from unlearn.models import load_model
-from unlearn.objective import response_logits
+from unlearn.models import load_model, response_logits
 
 runner = CliRunner()
 
@@ -134,6 +133,25 @@ def test_python_api_does_what_the_cli_does(tmp_path, data_files):
     result = run(lc(write_config(tmp_path / "c.yaml", cfg), ["train.max_steps=2"]))
     assert result.steps == 2 and result.model_dir == tmp_path / "run" / "model"
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["objective"] == {"ga": 1.0}
+
+
+def test_finetune_then_run_leave_the_callers_config_alone(tmp_path, data_files):
+    """finetune(cfg) resolves its own copy of the config: cfg is unchanged after it, and run(cfg)
+    afterwards unlearns with cfg's objective, not finetune's {nll: 1}."""
+    from unlearn import finetune, run
+    from unlearn import load_config as lc
+
+    cfg = lc(write_config(tmp_path / "c.yaml", tiny_config(tmp_path, data_files, train={"lr": None, "max_steps": 1})))
+    before = cfg.to_dict()
+    tuned = finetune(cfg)
+    assert cfg.to_dict() == before
+    assert tuned.config.objective == {"nll": 1.0} and tuned.config.train.lr is not None  # the resolved copy
+    run(cfg, overwrite=True)
+    assert cfg.to_dict() == before
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["objective"] == {"ga": 0.5, "mismatch": 1.0, "kl": 1.0}
+    line = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
+    assert {"ga", "mismatch", "kl"} <= set(line) and "nll" not in line
 
 
 def test_run_on_a_local_hf_folder_and_chat_template(tmp_path, data_files):
