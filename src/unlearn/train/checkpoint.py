@@ -195,5 +195,5 @@ def check_resume_config(out: Path, cfg: Config) -> None:
     if diff:
         raise UnlearnError(
             f"--resume: the config differs from {out / 'config.yaml'} in: {', '.join(diff)} "
-            "(only train.max_steps may change when resuming)"
+            "(only train.max_steps, train.log_every and eval settings may change when resuming)"
         )
