@@ -1,8 +1,9 @@
 """One unlearning step, two ways, on the same model, data, objective weights and k:
 
-- `UnlearnStep`: `unlearn` as shipped. The same pieces and the same order as the loop of
-  src/unlearn/train.py (StepBatcher -> ResponseLM -> StepContext -> Objective -> backward ->
-  clip -> AdamW); tests/test_bench.py checks that its losses equal those `unlearn run` logs.
+- `UnlearnStep`: `unlearn` as shipped: it prepares the policy with the run's own
+  unlearn.train.prepare_policy and calls the run's own step, unlearn.train.train_step
+  (StepBatcher -> ResponseLM -> StepContext -> Objective -> backward -> clip -> AdamW);
+  tests/test_bench.py checks that its losses equal those `unlearn run` logs.
 - `AuthorsStep`: the compute pattern of the authors' public script, re-expressed faithfully.
 
 Each has `step(i) -> {"loss", "tokens", "padded_tokens"}` for micro-batch i.
@@ -77,7 +78,7 @@ def load(setting: Setting) -> tuple[Any, Any]:
     (a randomly initialised model of a SHAPES entry, optionally with fewer layers, and a byte-level
     tokenizer), built directly on the GPU when there is one."""
     from unlearn.config import ModelConfig
-    from unlearn.models import DTYPES, _byte_tokenizer, ensure_pad_token, load_model
+    from unlearn.models import DTYPES, byte_tokenizer, ensure_pad_token, load_model
 
     dtype = DTYPES[setting.dtype]
     if not setting.model.startswith("random:"):
@@ -89,7 +90,7 @@ def load(setting: Setting) -> tuple[Any, Any]:
     cfg = dict(cfg)
     if layers:
         cfg["num_hidden_layers"] = int(layers[0])
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     ensure_pad_token(tok)
     common = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     config = (LlamaConfig if kind == "llama" else OPTConfig)(**cfg, **common)
@@ -115,95 +116,63 @@ def lora_config(setting: Setting) -> Any:
 
 
 class UnlearnStep:
+    """`unlearn` as shipped: the run's own preparation (unlearn.train.prepare_policy) and its own
+    step (unlearn.train.train_step: forward, objective, backward, clip at 1.0, AdamW), one
+    micro-batch a step, no learning-rate schedule. Only the model loading, the data and the
+    benchmark's switches (chunk_vocab, compile) are the harness's own."""
+
     def __init__(self, setting: Setting, model: Any, tokenizer: Any, data: dict[str, list]):
         from accelerate import Accelerator
 
+        from unlearn.config import TrainConfig
         from unlearn.data import Encoder, Example, StepBatcher, encode_examples
-        from unlearn.models import Reference, add_lora
-        from unlearn.objective import Objective, ResponseLM, response_logits
+        from unlearn.models import add_lora, base_model, forward
+        from unlearn.objective import Objective
+        from unlearn.train import prepare_policy
 
         s = self.setting = setting
         if not s.chunk_vocab:
-            from unlearn.objective import context
-
-            context.CHUNK_ELEMENTS = 2**62
-        self.objective = Objective(dict(s.objective))
+            forward.CHUNK_ELEMENTS = 2**62
+        objective = Objective(dict(s.objective))
         encoder = Encoder(tokenizer, "qa", s.seq_len)
         forget = [Example(p, r) for p, r in data["forget"]]
         retain = [Example(p, r) for p, r in data["retain"]]
-        segments = self.objective.segments
-        self.batcher = StepBatcher(
+        batcher = StepBatcher(
             encoder, forget=encode_examples(encoder, forget), forget_prompts=[e.prompt for e in forget],
-            retain=encode_examples(encoder, retain), mismatch_pool=list(data["pool"]), segments=segments,
+            retain=encode_examples(encoder, retain), mismatch_pool=list(data["pool"]), segments=objective.segments,
             batch_size=s.batch_size, k=s.k, seed=s.seed,
         )
         if s.lora:
             model = add_lora(model, lora_config(s))
         else:
             model.requires_grad_(True)
-        self.accelerator = Accelerator(mixed_precision=s.mixed_precision, cpu=not torch.cuda.is_available())
-        if s.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            if hasattr(model, "enable_input_require_grads"):
-                model.enable_input_require_grads()
-        model.train()
-        compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.mixed_precision)
-        policy = ResponseLM(model)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        from unlearn.config import TrainConfig
-        from unlearn.train import make_optimizer
-
-        optimizer = make_optimizer(self.params, TrainConfig(lr=s.lr), fused=None if s.fused_adamw else False)
-        self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
-        inner = self.accelerator.unwrap_model(self.policy)
-        probe = self.batcher.batch(0).to(self.accelerator.device)
-        inner.check_fast_path(probe.input_ids[:1], probe.attention_mask[:1], probe.labels[:1])
-        if s.pack_rows:
-            inner.check_packing(probe.input_ids, probe.attention_mask, probe.labels)
-        if s.compile:
-            from unlearn.objective.context import _base
-
-            base = _base(inner.model)
-            base.model = torch.compile(base.get_decoder(), dynamic=True)
-        self.inner = inner
-        self.reference_fn = None
-        if self.objective.needs_reference:
-            reference = Reference.build(inner.model, compute_dtype if not s.lora else None)
-            accelerator = self.accelerator
-
-            def reference_fn(ids, mask, labels):
-                with accelerator.autocast(), reference.model() as ref_model:
-                    return response_logits(ref_model, ids, mask, labels, inner.fast, inner.pack)
-
-            self.reference_fn = reference_fn
+        accelerator = Accelerator(mixed_precision=s.mixed_precision, cpu=not torch.cuda.is_available())
+        train = TrainConfig(lr=s.lr, batch_size=s.batch_size, mixed_precision=s.mixed_precision,
+                            gradient_checkpointing=s.gradient_checkpointing, pack_rows=s.pack_rows)
+        self.parts, _ = prepare_policy(accelerator, model, objective, batcher, train,
+                                       fused=None if s.fused_adamw else False)
+        if s.compile:  # the policy's decoder, and the reference copy's (full fine-tune) like it
+            for m in [self.parts.inner.model] + ([self.parts.reference.copy] if self.parts.reference and
+                                                 self.parts.reference.copy is not None else []):
+                base = base_model(m)
+                base.model = torch.compile(base.get_decoder(), dynamic=True)
         self.model = model
 
     def info(self) -> dict[str, Any]:
-        return {"fast_logits": self.inner.fast, "packed_rows": self.inner.pack,
-                "trainable_parameters": sum(p.numel() for p in self.params)}
+        inner = self.parts.inner
+        return {"fast_logits": inner.fast, "packed_rows": inner.pack,
+                "trainable_parameters": sum(p.numel() for p in self.parts.params)}
 
     def step(self, index: int) -> dict[str, Any]:
-        from unlearn.objective import StepContext
+        from unlearn.models import computed_tokens
+        from unlearn.train import step as train_step_module
 
-        acc = self.accelerator
-        batch = self.batcher.batch(index).to(acc.device)
-        with acc.autocast():
-            ctx = StepContext(self.policy, batch, self.reference_fn, self.objective.reference_segments)
-            loss, values = self.objective(ctx)
-            acc.backward(loss)
-        acc.clip_grad_norm_(self.params, 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        computed = int(batch.input_ids.numel())
-        if self.inner.pack:  # the layout response_logits chose (the same rule)
-            from unlearn.objective.context import _base, layout_cost, pack_rows
-
-            hidden = getattr(_base(self.model).config, "hidden_size", 1024)
-            layout = pack_rows(batch.input_ids, batch.attention_mask, hidden_size=hidden)
-            if layout.cost < layout_cost(*batch.input_ids.shape, hidden):
-                computed = int(layout.input_ids.numel())
-        return {"loss": float(loss.detach()), "terms": {k: float(v.detach()) for k, v in values.items()},
-                "tokens": batch.tokens, "padded_tokens": computed, "rows": int(batch.input_ids.shape[0])}
+        out = train_step_module.train_step(self.parts, index)
+        batch = self.parts.batcher.batch(index)
+        computed = computed_tokens(self.model, batch.input_ids, batch.attention_mask, self.parts.inner.pack)
+        return {"loss": out.values.get("loss", float("nan")), "terms": {k: v for k, v in out.values.items() if k not in ("loss", "forget_nll")},
+                "tokens": out.tokens, "padded_tokens": computed, "rows": int(batch.input_ids.shape[0]),
+                "skipped": out.nonfinite}
 
 
 # --------------------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def _tiny(lora=None):
 
 def test_hidden_states_are_the_decoder_layer_outputs_at_response_positions(tiny):
     from unlearn.data import Encoder, Example, collate, encode_examples
-    from unlearn.objective import response_logits
+    from unlearn.models import response_logits
 
     model, tok = tiny
     enc = Encoder(tok, "qa", 64)

@@ -15,11 +15,27 @@ import harness  # noqa: E402
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_benchmark_step_is_the_training_loop_step(tmp_path, data_files, lora):
-    """benchmarks/harness.UnlearnStep logs the same losses, step after step, as `unlearn run`."""
+def test_benchmark_step_is_the_training_loop_step(tmp_path, data_files, lora, monkeypatch):
+    """benchmarks/harness.UnlearnStep runs the training loop's own step (unlearn.train.step.
+    train_step, the function `unlearn run` calls) and logs the same losses, step after step: the
+    harness's model, data and preparation are those of the run."""
     from accelerate.utils import set_seed
 
     from unlearn import cli
+    from unlearn.train import step as step_module
+
+    calls = {"run": 0, "bench": 0}
+    real = step_module.train_step
+    phase = ["run"]
+
+    def counted(*args, **kwargs):
+        calls[phase[0]] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "train_step", counted)
+    from unlearn.train import loop as loop_module
+
+    monkeypatch.setattr(loop_module, "train_step", counted)
 
     model_cfg = {"name": "tiny-random-llama", "lora": {"r": 8, "alpha": 16.0} if lora else None}
     cfg = tiny_config(tmp_path, data_files, model=model_cfg,
@@ -37,10 +53,12 @@ def test_benchmark_step_is_the_training_loop_step(tmp_path, data_files, lora):
     model, tok = harness.load(setting)
     data = {"forget": FORGET, "retain": RETAIN, "pool": [r for _, r in RETAIN]}
     step = harness.UnlearnStep(setting, model, tok, data)
+    phase[0] = "bench"
     for i, line in enumerate(logged):
         out = step.step(i)
         assert out["loss"] == pytest.approx(line["loss"], rel=1e-5, abs=1e-6), i
         assert out["tokens"] == line["tokens"]
+    assert calls == {"run": 3, "bench": 3}
 
 
 def test_authors_pattern_pads_every_row_and_runs_k_per_forget_example(tiny):

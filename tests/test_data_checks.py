@@ -48,9 +48,9 @@ def test_a_run_warns_and_records_the_counts(tmp_path):
 def test_a_response_empty_after_tokenizing_names_the_example():
     from tokenizers import normalizers
 
-    from unlearn.models import _byte_tokenizer
+    from unlearn.models import byte_tokenizer
 
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     tok.pad_token = tok.eos_token
     tok.backend_tokenizer.normalizer = normalizers.Replace("x", "")  # this tokenizer drops every "x"
     encoder = Encoder(tok, "{prompt}\n{response}", 64, add_eos=False)
@@ -61,10 +61,10 @@ def test_a_response_empty_after_tokenizing_names_the_example():
 
 def test_a_tokenizer_without_pad_or_eos_token(tmp_path, data_files, tiny):
     from unlearn.config import ModelConfig
-    from unlearn.models import _byte_tokenizer, load_model
+    from unlearn.models import byte_tokenizer, load_model
 
     model, _ = tiny
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     tok.eos_token = None
     assert tok.pad_token is None and tok.eos_token is None
     folder = tmp_path / "noeos"

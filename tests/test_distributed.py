@@ -154,7 +154,7 @@ def test_the_frozen_reference_copy_is_prepared_for_sharding(tiny):
     import copy
 
     from unlearn.distributed import make_shardable
-    from unlearn.objective import ResponseLM
+    from unlearn.models import ResponseLM
 
     model, _ = tiny
     lm = make_shardable(ResponseLM(copy.deepcopy(model)))

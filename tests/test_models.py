@@ -20,14 +20,14 @@ def test_tiny_aliases_are_deterministic_and_small():
 
 
 def test_pad_token_is_set_without_a_hard_coded_id():
-    from unlearn.models import _byte_tokenizer
+    from unlearn.models import byte_tokenizer
 
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     assert tok.pad_token is None
     ensure_pad_token(tok)
     assert tok.pad_token_id == tok.eos_token_id  # reuses EOS; masks say what is padding
 
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     tok.eos_token = None
     model, _ = load_model(ModelConfig(name="tiny-random-llama"))
     before = model.get_input_embeddings().num_embeddings
@@ -74,3 +74,26 @@ def test_smollm2_alias_loads_offline_and_knows_paris():
     ids = tok("### Question: What is the capital of France?\n### Answer:", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
     assert "Paris" in tok.decode(out[0, ids.input_ids.shape[1]:])
+
+
+def test_the_model_layer_and_the_train_package_keep_their_import_paths():
+    """unlearn.models re-exports its submodules' public names; unlearn.train stays the package
+    (not shadowed by its function train), and the objective layer holds no forward of its own."""
+    import importlib
+
+    import unlearn
+    import unlearn.models as models
+    import unlearn.objective as objective
+    import unlearn.train as train_pkg
+    from unlearn.models import forward, load, pack, reference, save
+    from unlearn.train import RunResult, train
+
+    for name in models.__all__:
+        assert getattr(models, name) is not None, name
+    assert models.ResponseLM is forward.ResponseLM and models.pack_rows is pack.pack_rows
+    assert models.load_model is load.load_model and models.Reference is reference.Reference
+    assert models.save_model is save.save_model
+    assert importlib.import_module("unlearn.train") is train_pkg and hasattr(train_pkg, "__path__")
+    assert callable(train) and train is train_pkg.loop.train and RunResult is train_pkg.loop.RunResult
+    assert not hasattr(unlearn, "train") or unlearn.train is train_pkg
+    assert not hasattr(objective, "ResponseLM") and not hasattr(objective, "response_logits")

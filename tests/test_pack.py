@@ -5,8 +5,8 @@ import torch
 
 from unlearn.config import LoraConfig, ModelConfig
 from unlearn.data import Encoded, collate
-from unlearn.models import Reference, add_lora, load_model
-from unlearn.objective import Objective, ResponseLM, StepContext, context, pack_rows, response_logits
+from unlearn.models import Reference, ResponseLM, add_lora, forward, load_model, pack, pack_rows, response_logits
+from unlearn.objective import Objective, StepContext
 
 
 def test_pack_rows_layout_by_hand():
@@ -29,7 +29,7 @@ def test_shared_prefix_layout_by_hand(monkeypatch):
     # Rows A = 1 2 3 4 5, B = 1 2 3 9 (shares A's first three tokens), C = 7 8. One bin:
     #   slots: 1 2 3 4 5 | 9 | 7 8    positions 0 1 2 3 4 | 3 | 0 1
     # B's own token (slot 5, position 3) sees A's first three tokens and itself, not A's 4 and 5.
-    monkeypatch.setattr(context, "MIN_SHARED_PREFIX", 2)
+    monkeypatch.setattr(pack, "MIN_SHARED_PREFIX", 2)
     ids = torch.tensor([[1, 2, 3, 4, 5], [1, 2, 3, 9, 0], [7, 8, 0, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
     p = pack_rows(ids, mask, hidden_size=1)
@@ -144,7 +144,7 @@ def test_chunked_vocabulary_work_equals_one_chunk(monkeypatch):
             return response_logits(m, ids, mask, labels, True)
 
     def run(chunk_positions):
-        monkeypatch.setattr(context, "CHUNK_ELEMENTS", chunk_positions * vocab)
+        monkeypatch.setattr(forward, "CHUNK_ELEMENTS", chunk_positions * vocab)
         ctx = StepContext(ResponseLM(model), b, ref_fn, ("retain",))
         values = [ctx.token_logps("forget"), ctx.forward_kl("retain"), ctx.reference_token_logps("retain")]
         model.zero_grad()

@@ -13,8 +13,7 @@ from unlearn.cli import app
 from unlearn.config import ModelConfig, load_config
 from unlearn.data import Encoder, collate, encode_examples, load_examples
 from unlearn.evaluate.nll import mean_response_nll
-from unlearn.models import load_model
-from unlearn.objective import response_logits
+from unlearn.models import load_model, response_logits
 
 runner = CliRunner()
 
@@ -134,6 +133,62 @@ def test_python_api_does_what_the_cli_does(tmp_path, data_files):
     result = run(lc(write_config(tmp_path / "c.yaml", cfg), ["train.max_steps=2"]))
     assert result.steps == 2 and result.model_dir == tmp_path / "run" / "model"
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["objective"] == {"ga": 1.0}
+
+
+def test_finetune_then_run_leave_the_callers_config_alone(tmp_path, data_files):
+    """finetune(cfg) resolves its own copy of the config: cfg is unchanged after it, and run(cfg)
+    afterwards unlearns with cfg's objective, not finetune's {nll: 1}."""
+    from unlearn import finetune, run
+    from unlearn import load_config as lc
+
+    cfg = lc(write_config(tmp_path / "c.yaml", tiny_config(tmp_path, data_files, train={"lr": None, "max_steps": 1})))
+    before = cfg.to_dict()
+    tuned = finetune(cfg)
+    assert cfg.to_dict() == before
+    assert tuned.config.objective == {"nll": 1.0} and tuned.config.train.lr is not None  # the resolved copy
+    run(cfg, overwrite=True)
+    assert cfg.to_dict() == before
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["objective"] == {"ga": 0.5, "mismatch": 1.0, "kl": 1.0}
+    line = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
+    assert {"ga", "mismatch", "kl"} <= set(line) and "nll" not in line
+
+
+def test_log_every_writes_one_averaged_line_per_window_and_the_last_step(tmp_path, data_files):
+    """train.log_every: 3 over 7 steps writes steps 3, 6 and 7; a line stands for its window (means
+    of the values, sums of tokens, its own step's lr), and training itself does not change."""
+    from safetensors.torch import load_file
+
+    def run_with(name, every):
+        cfg = tiny_config(tmp_path, data_files, output_dir=str(tmp_path / name),
+                          train={"max_steps": 7, "log_every": every})
+        assert cli("run", write_config(tmp_path / f"{name}.yaml", cfg)).exit_code == 0
+        lines = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+        return lines, load_file(tmp_path / name / "model" / "model.safetensors")
+
+    each, w1 = run_with("each", 1)
+    windows, w3 = run_with("windows", 3)
+    assert [r["step"] for r in each] == list(range(1, 8)) and "steps" not in each[0]
+    assert [r["step"] for r in windows] == [3, 6, 7] and [r.get("steps") for r in windows] == [3, 3, None]
+    for line, steps in zip(windows, (each[0:3], each[3:6], each[6:7])):
+        for key in ("loss", "ga", "mismatch", "kl", "forget_nll", "grad_norm"):
+            assert line[key] == pytest.approx(sum(r[key] for r in steps) / len(steps), rel=1e-12), key
+        assert line["tokens"] == sum(r["tokens"] for r in steps)
+        assert line["lr"] == steps[-1]["lr"]
+    assert all(torch.equal(w1[k], w3[k]) for k in w1)
+
+
+def test_log_every_writes_a_line_at_each_checkpoint_so_a_resumed_log_loses_nothing(tmp_path, data_files):
+    cfg = tiny_config(tmp_path, data_files, train={"max_steps": 8, "save_every": 4, "log_every": 3})
+    path = write_config(tmp_path / "c.yaml", cfg)
+    assert cli("run", path).exit_code == 0
+    log = tmp_path / "run" / "train_log.jsonl"
+    full = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(r["step"], r.get("steps", 1)) for r in full] == [(3, 3), (4, 1), (6, 2), (8, 2)]
+    assert cli("run", path, "--resume").exit_code == 0  # resumes from step 4: keeps lines up to it
+    resumed = [json.loads(x) for x in log.read_text().splitlines()]
+    no_time = lambda lines: [{k: v for k, v in r.items() if k != "seconds"} for r in lines]  # noqa: E731
+    assert no_time(resumed) == no_time(full)
 
 
 def test_run_on_a_local_hf_folder_and_chat_template(tmp_path, data_files):

@@ -9,8 +9,8 @@ from conftest import FORGET, RETAIN
 from unlearn.config import LoraConfig, ModelConfig
 from unlearn.data import Encoder, Example, StepBatcher, collate, encode_examples
 from unlearn.data.refusals import REFUSALS
-from unlearn.models import Reference, add_lora, load_model
-from unlearn.objective import Objective, ResponseLM, StepContext, available_terms, response_logits
+from unlearn.models import Reference, ResponseLM, add_lora, load_model, response_logits
+from unlearn.objective import Objective, StepContext, available_terms
 
 
 def make_batcher(tokenizer, segments=("forget", "mismatch", "retain"), batch_size=2, k=2):

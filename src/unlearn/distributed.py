@@ -234,7 +234,7 @@ def reference_forward(accelerator: Any, policy: Any, inner: Any, reference: Any)
     """The reference forward for StepContext (response-position logits of the frozen model), from
     a models.Reference: its frozen copy prepared like the policy, or the policy itself (through the
     engine's wrapper) with the LoRA adapters disabled."""
-    from unlearn.objective import ResponseLM
+    from unlearn.models import ResponseLM
 
     if reference is None:
         return None

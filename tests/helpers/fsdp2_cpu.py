@@ -12,7 +12,8 @@ rank = dist.get_rank()
 from accelerate.utils import FullyShardedDataParallelPlugin
 from unlearn.config import ModelConfig
 from unlearn.models import load_model, Reference
-from unlearn.objective import ResponseLM, StepContext, Objective
+from unlearn.models import ResponseLM
+from unlearn.objective import StepContext, Objective
 from unlearn.data import Encoder, StepBatcher, encode_examples, Example
 from unlearn.distributed import make_shardable, prepare_reference
 from accelerate.utils.fsdp_utils import fsdp2_prepare_model

@@ -44,9 +44,9 @@ class Embedder:
         self._st: Any = None
         self._model: Any = None
         self._tok: Any = None
-        from unlearn.models import _quiet_transformers
+        from unlearn.models import quiet_transformers
 
-        _quiet_transformers()
+        quiet_transformers()
         try:
             if importlib.util.find_spec("sentence_transformers") is not None:
                 from sentence_transformers import SentenceTransformer

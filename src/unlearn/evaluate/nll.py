@@ -8,7 +8,7 @@ import torch
 
 from unlearn.data.batch import collate
 from unlearn.data.encode import Encoded
-from unlearn.objective.context import response_logits
+from unlearn.models import response_logits
 
 
 @torch.no_grad()

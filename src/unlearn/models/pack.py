@@ -1,0 +1,160 @@
+"""Row packing: lay a right-padded batch out in fewer, fuller rows, with the same result.
+
+Rows of one step differ a lot in length (a forget example of a hundred tokens next to ten
+mismatch answers of a dozen), and the k mismatch rows repeat the forget example's prompt. Packed,
+the prompt is computed once and the short rows are laid side by side, each with its own positions
+and a block-diagonal causal mask, instead of each being padded to the longest. Same losses, a
+fraction of the tokens. `response_logits(pack=True)` (unlearn.models.forward) uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+@dataclass
+class PackedRows:
+    """Rows of a right-padded batch laid out in fewer, fuller rows ("bins").
+
+    input_ids, position_ids: [bins, width]; mask: [bins, 1, width, width] boolean, True where a
+    token may attend. index[r, t] is where token t of source row r is computed in the flattened
+    [bins * width] layout (undefined beyond the row's length); tokens a row shares with another
+    row point at the other row's copy.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    mask: torch.Tensor
+    index: torch.Tensor
+    cost: int  # layout_cost of this layout
+
+
+# A row shares its prefix with a longer row only when they have this many first tokens in common.
+MIN_SHARED_PREFIX = 8
+
+
+def layout_cost(rows: int, width: int, hidden_size: int) -> int:
+    """Estimated cost of a forward over [rows, width] tokens: the linear layers grow with the
+    tokens, attention with rows x width^2 (weighted as half as efficient as a matmul)."""
+    return rows * width * (3 * hidden_size + width)
+
+
+def _plan(lengths: list[int], lcp: list[list[int]] | None, width: int | None, hidden_size: int):
+    """Units (a row and the rows sharing its prefix) and their bins, cheapest bin width."""
+    n = len(lengths)
+    order = sorted(range(n), key=lambda r: (-lengths[r], r))
+    root_of, shared = list(range(n)), [0] * n
+    units: dict[int, list[int]] = {}
+    unit_len: dict[int, int] = {}
+    cap = max(max(lengths), 2048)
+    for r in order:
+        best = -1
+        if lcp is not None:
+            cands = [u for u in units
+                     if lcp[r][u] >= MIN_SHARED_PREFIX and unit_len[u] + lengths[r] - lcp[r][u] <= cap]
+            best = max(cands, key=lambda u: (lcp[r][u], -u), default=-1)
+        if best >= 0:
+            root_of[r], shared[r] = best, lcp[r][best]
+            units[best].append(r)
+            unit_len[best] += lengths[r] - shared[r]
+        else:
+            units[r], unit_len[r] = [r], lengths[r]
+
+    def first_fit(capacity: int) -> list[list[int]]:
+        bins: list[list[int]] = []
+        fill: list[int] = []
+        for u in sorted(units, key=lambda u: (-unit_len[u], u)):
+            for b in range(len(bins)):
+                if fill[b] + unit_len[u] <= capacity:
+                    bins[b].append(u)
+                    fill[b] += unit_len[u]
+                    break
+            else:
+                bins.append([u])
+                fill.append(unit_len[u])
+        return bins
+
+    def cost(bins: list[list[int]]) -> int:
+        return layout_cost(len(bins), max(sum(unit_len[u] for u in b) for b in bins), hidden_size)
+
+    longest, total = max(unit_len.values()), sum(unit_len.values())
+    if width is None:
+        widths, w = [], longest
+        while w < min(total, 4096):
+            widths.append(w)
+            w *= 2
+        widths.append(max(longest, min(total, 4096)))
+        bins = min((first_fit(w) for w in widths), key=cost)
+    else:
+        bins = first_fit(max(width, longest))
+    return root_of, shared, units, unit_len, bins, cost(bins)
+
+
+def pack_rows(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    width: int | None = None,
+    hidden_size: int = 1024,
+    share_prefix: bool = True,
+) -> PackedRows:
+    """Lay out right-padded rows so that fewer token positions are computed, with the same result.
+
+    1. Shared prefixes (share_prefix): a row whose first tokens (at least MIN_SHARED_PREFIX) equal
+       those of a longer row (the k mismatch answers and the forget example all start with the
+       same prompt) is computed only from where it differs; its own tokens attend to the longer
+       row's copy of the prefix, and their positions continue from it. Causal attention makes the
+       prefix's hidden states the same in every row that has it: only the work changes.
+    2. Packing: the rows, each with the rows sharing its prefix ("units"), go first-fit-decreasing
+       into bins, each token attending only within its unit, causally. The bin width is `width`,
+       or the one of least layout_cost (a few bins of long rows against many short ones).
+    With share_prefix, the layout with and the one without sharing are both planned and the
+    cheaper kept. The tail of a bin is padding that attends only to itself.
+    """
+    n = input_ids.shape[0]
+    lengths = attention_mask.sum(1).tolist()
+    device = input_ids.device
+    lcp = None
+    if share_prefix and n > 1:  # common prefix lengths of all pairs of rows
+        valid = attention_mask.bool()
+        same = (input_ids[:, None, :] == input_ids[None, :, :]) & valid[:, None, :] & valid[None, :, :]
+        lcp = same.long().cumprod(-1).sum(-1).tolist()
+    plans = [_plan(lengths, None, width, hidden_size)]
+    if lcp is not None:
+        plans.append(_plan(lengths, lcp, width, hidden_size))
+    root_of, shared, units, unit_len, bins, cost = min(plans, key=lambda plan: plan[-1])
+    width = max(sum(unit_len[u] for u in b) for b in bins)
+
+    nb = len(bins)
+    ids = torch.zeros(nb, width, dtype=input_ids.dtype, device=device)
+    pos = torch.zeros(nb, width, dtype=torch.long, device=device)
+    owner = torch.full((nb, width), -1, dtype=torch.long, device=device)
+    root = torch.full((nb, width), -1, dtype=torch.long, device=device)
+    limit = torch.zeros(nb, width, dtype=torch.long, device=device)
+    index = torch.zeros_like(input_ids)
+    for b, unit_ids in enumerate(bins):
+        off = 0
+        for u in unit_ids:
+            for r in units[u]:
+                s0, n_r = shared[r], lengths[r]
+                k = n_r - s0
+                sl = slice(off, off + k)
+                ids[b, sl] = input_ids[r, s0:n_r]
+                pos[b, sl] = torch.arange(s0, n_r, device=device)
+                owner[b, sl] = r
+                root[b, sl] = root_of[r]
+                limit[b, sl] = s0
+                index[r, s0:n_r] = b * width + off + torch.arange(k, device=device)
+                if s0:
+                    index[r, :s0] = index[root_of[r], :s0]
+                off += k
+        tail = width - off
+        if tail:  # padding: its own segment, positions from 0
+            pos[b, off:] = torch.arange(tail, device=device)
+            owner[b, off:] = -1 - b
+            root[b, off:] = -1 - b
+    q_owner, k_owner = owner[:, :, None], owner[:, None, :]
+    causal = pos[:, None, :] <= pos[:, :, None]
+    cross = (k_owner == root[:, :, None]) & (pos[:, None, :] < limit[:, :, None])
+    mask = causal & ((q_owner == k_owner) | cross)
+    return PackedRows(ids, pos, mask.unsqueeze(1), index, cost)
