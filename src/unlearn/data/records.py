@@ -74,7 +74,9 @@ def _csv_field_limit() -> Any:
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def _decode(path: Path) -> str:
+def read_text_file(path: Path) -> str:
+    """A UTF-8 file's text (a BOM is dropped); unreadable or invalid bytes are one-line errors
+    naming the file, line and column."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -90,7 +92,7 @@ def _decode(path: Path) -> str:
 
 
 def _records_jsonl(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
-    text = _decode(path)
+    text = read_text_file(path)
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -107,7 +109,7 @@ def _records_jsonl(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
 
 
 def _records_json(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
-    text = _decode(path)
+    text = read_text_file(path)
     try:
         data = _json_loads(text)
     except json.JSONDecodeError as e:
@@ -134,7 +136,7 @@ def _records_json(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
 
 
 def _records_csv(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
-    text = _decode(path)
+    text = read_text_file(path)
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise UnlearnError(f"{path} line {line}: NUL byte in a CSV file")

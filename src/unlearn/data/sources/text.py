@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from unlearn.config import SourceConfig
-from unlearn.data.records import Example, _decode
+from unlearn.data.records import Example, read_text_file
 from unlearn.data.sources import register_source
 from unlearn.data.sources._common import plain_fields
 from unlearn.errors import UnlearnError
@@ -36,7 +36,7 @@ def text(source: SourceConfig, role: str) -> list[Example]:
         raise UnlearnError(f"{root}: no .txt files in this folder")
     out: list[Example] = []
     for f in files:
-        for i, passage in enumerate(passages(_decode(f), source.passage_words, source.prompt_words)):
+        for i, passage in enumerate(passages(read_text_file(f), source.passage_words, source.prompt_words)):
             cut = _end_of_word(passage, source.prompt_words)
             out.append(Example(passage[:cut], passage[cut:], {"file": str(f), "passage": i}))
     if not out:
