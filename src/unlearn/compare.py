@@ -10,7 +10,7 @@
        (a failure is recorded in the table, and the next method runs)
     -> OUTPUT_DIR/compare/compare.{md,html,json} and tradeoff.png
 
-A method is a preset name (config.PRESETS). Everything but the objective and output_dir comes from
+A method is a preset name (unlearn.objective.presets). Everything but the objective and output_dir comes from
 the config: data, model, LoRA, learning rate, steps, seed, eval section. Term parameters set in the
 config's objective (`objective: {simnpo: {weight: 1, delta: 3}}`) carry over to every method that
 uses the term; the weights are the preset's.
@@ -51,15 +51,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from unlearn.config import PRESETS, Config, config_from_dict, load_config
+from unlearn.config import Config, config_from_dict, load_config
 from unlearn.errors import UnlearnError
+from unlearn.evaluate.metrics import plot_axes
 from unlearn.memory import PeakMemory
+from unlearn.objective.presets import PRESETS
 
 DEFAULT_METHODS = ("paper", "ga", "graddiff", "npo", "simnpo", "idk")
 FILES = ("compare.md", "compare.html", "compare.json", "tradeoff.png")
-# The trade-off plot: the first of each list that the evaluation has.
-X_AXIS = (("forget", "leak_rate"), ("forget", "extraction_leak_rate"), ("forget", "harmful_rate"))
-Y_AXIS = (("retain", "retain_accuracy"), ("normal", "similarity_cosine"), ("normal", "similarity_bleu"))
 MB = 2**20
 
 # What a method process runs: the worker below, with the job file as its argument.
@@ -349,8 +348,9 @@ def _assemble(cfg: Config, names: list[str], folder: Path, orig: dict[str, Any],
             for name, i in ms.items():
                 info.setdefault(role, {}).setdefault(name, i)
     have = {(role, name) for role, ms in info.items() for name in ms}
-    x = next((k for k in X_AXIS if k in have), None)
-    y = next((k for k in Y_AXIS if k in have), None)
+    axes = plot_axes()  # the trade-off plot: the first candidate of each axis that the evaluation has
+    x = next((k for k in axes["x"] if k in have), None)
+    y = next((k for k in axes["y"] if k in have), None)
     return {
         "unlearn_version": __version__,
         "config": cfg._origins.get("", "config"),
@@ -423,7 +423,7 @@ def _original_phase(cfg: Config, job: dict[str, Any], result: dict[str, Any], co
     import dataclasses
 
     from unlearn.data import load_source
-    from unlearn.evaluate.run import _free, add_fluency, evaluate_outputs, pick_device, prepare, run_model
+    from unlearn.evaluate.run import add_fluency, evaluate_outputs, free_model, pick_device, prepare, run_model
     from unlearn.models import load_model
 
     result["phase"] = "eval"
@@ -442,7 +442,7 @@ def _original_phase(cfg: Config, job: dict[str, Any], result: dict[str, Any], co
     console.print(f"generating on {', '.join(f'{r} ({len(s.items)})' for r, s in sets.items())}")
     original = run_model(model, tokenizer, cfg, sets, "original", cfg.model.name)
     add_fluency(model, tokenizer, cfg, sets, original)
-    _free(model)
+    free_model(model)
     itself = dataclasses.replace(original, label="unlearned")
     table, _ = evaluate_outputs(cfg, sets, original, itself, judge=judge, embedder=embedder, similarity=similarity)
     # The "unlearned" column of the original against itself: every metric, the similarity ones too.

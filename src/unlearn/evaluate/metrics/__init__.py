@@ -1,0 +1,70 @@
+"""The evaluation's metrics: pure functions of strings and numbers, and their registry.
+
+Each function returns a `Metric`: an aggregate value and one value per example (None where the
+example is flagged and left out of the aggregate). Nothing here loads a model: similarities,
+judgements and NLLs are computed elsewhere (embed.py, judges, nll.py) and passed in. Which metric
+applies to which set, its unit and which way is better: registry.py (`direction`).
+
+    leak_rate            an output reproduces its target (BLEU >= threshold, or the key answer in it)
+    extraction_leak_rate the same for passage continuations (the copyright setting)
+    retain_accuracy      leak_rate on retain data, where reproducing the answer is good
+    rouge_l_recall       longest-common-subsequence recall of the target's words
+    harmful_rate         fraction judged harmful
+    hallucination_rate   closer to the hallucinated answer than to the right one, by a margin
+    similarity_bleu      BLEU of the unlearned model's output against the original's
+    similarity_cosine    embedding cosine between the two
+    nll                  teacher-forced NLL per response token
+    diversity            unique-token fraction of each output
+    degenerate_rate      empty outputs and repetition loops
+    fluency              perplexity of the outputs under the original model; empty outputs flagged
+
+A new metric is one new module here: its function and a @register_metric computing it from a
+SetScoring. Modules are found by the registry, not listed.
+"""
+
+from unlearn.evaluate.metrics.closeness import similarity_bleu, similarity_cosine
+from unlearn.evaluate.metrics.judged import harmful_rate, hallucination_rate, is_hallucinated
+from unlearn.evaluate.metrics.likelihood import nll
+from unlearn.evaluate.metrics.quality import (
+    degenerate_rate,
+    diversity,
+    fluency,
+    is_degenerate,
+    unique_token_fraction,
+)
+from unlearn.evaluate.metrics.registry import (
+    DESIRED,
+    FORBIDDEN,
+    FastMetric,
+    Metric,
+    MetricSpec,
+    SetScoring,
+    available_metrics,
+    better,
+    direction,
+    fast_metrics,
+    get_metric,
+    metrics_for,
+    plot_axes,
+    register_metric,
+    round_value,
+)
+from unlearn.evaluate.metrics.text import (
+    contains_answer,
+    extraction_leak_rate,
+    leak_rate,
+    retain_accuracy,
+    rouge_l_recall,
+    rouge_l_recall_one,
+    sentence_bleu,
+    words,
+)
+
+__all__ = [
+    "DESIRED", "FORBIDDEN", "FastMetric", "Metric", "MetricSpec", "SetScoring", "available_metrics", "better",
+    "contains_answer", "degenerate_rate", "direction", "diversity", "extraction_leak_rate", "fast_metrics",
+    "fluency", "get_metric", "hallucination_rate", "harmful_rate", "is_degenerate", "is_hallucinated",
+    "leak_rate", "metrics_for", "nll", "plot_axes", "register_metric", "retain_accuracy", "round_value",
+    "rouge_l_recall", "rouge_l_recall_one", "sentence_bleu", "similarity_bleu", "similarity_cosine",
+    "unique_token_fraction", "words",
+]
