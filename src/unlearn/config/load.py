@@ -350,9 +350,26 @@ def config_from_dict(
 
     data = copy.deepcopy(data)
     origins = dict(origins or {"": "config"})
+    import_modules(data.get("imports"), origins)  # before overrides: they may name what these register
     for ov in overrides or []:
         apply_override(data, ov, origins)
+    import_modules(data.get("imports"), origins)  # and any an override added
     return build(Config, data, "", origins)
+
+
+def import_modules(modules: Any, origins: Origins) -> None:
+    """Import the config's `imports` (so what they register can be named in it). Anything but a list
+    of strings is left for build to report."""
+    import importlib
+
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        return
+    for i, name in enumerate(modules):
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # ImportError, or whatever the module raises while it registers
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UnlearnError(f"{_loc(origins, f'imports.{i}')}: cannot import module '{name}': {msg}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

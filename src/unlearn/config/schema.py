@@ -37,6 +37,12 @@ class Config:
     train: TrainConfig = setting(help="The loop.", factory=TrainConfig)
     eval: EvalConfig = setting(help="Evaluation (`unlearn eval` and train.eval_every).", factory=EvalConfig)
     seed: int = setting(0, help="Seed for data order, mismatch draws and initialisation.")
+    imports: list[str] = setting(
+        help="Python modules imported before the rest of the config is checked, e.g. [my_unlearn_terms]: "
+        "the loss terms, presets, metrics, judges and dataset adapters they register can then be named "
+        "here. They run as code: list only modules you trust.",
+        factory=list,
+    )
 
     # Where each key was set ("file line N" or "command line"), for error messages after loading.
     _origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)

@@ -41,9 +41,11 @@ from unlearn.evaluate.metrics.registry import (
     SetScoring,
     available_metrics,
     better,
+    check_lengths,
     direction,
     fast_metrics,
     get_metric,
+    mean,
     metrics_for,
     plot_axes,
     register_metric,
@@ -62,9 +64,9 @@ from unlearn.evaluate.metrics.text import (
 
 __all__ = [
     "DESIRED", "FORBIDDEN", "FastMetric", "Metric", "MetricSpec", "SetScoring", "available_metrics", "better",
-    "contains_answer", "degenerate_rate", "direction", "diversity", "extraction_leak_rate", "fast_metrics",
+    "check_lengths", "contains_answer", "degenerate_rate", "direction", "diversity", "extraction_leak_rate", "fast_metrics",
     "fluency", "get_metric", "hallucination_rate", "harmful_rate", "is_degenerate", "is_hallucinated",
-    "leak_rate", "metrics_for", "nll", "plot_axes", "register_metric", "retain_accuracy", "round_value",
+    "leak_rate", "mean", "metrics_for", "nll", "plot_axes", "register_metric", "retain_accuracy", "round_value",
     "rouge_l_recall", "rouge_l_recall_one", "sentence_bleu", "similarity_bleu", "similarity_cosine",
     "unique_token_fraction", "words",
 ]
