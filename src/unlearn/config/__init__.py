@@ -11,7 +11,8 @@ the key, and list the valid keys of the section.
     sections.py    model, lora, data (sources, mismatch), train
     evaluation.py  eval and its sets (EVAL_SETS, SET_TARGETS)
     schema.py      Config, the whole run
-    load.py        YAML with line numbers, overrides, coercion, describe_keys
+    reading.py     safe YAML with the line of every key
+    load.py        overrides, typed construction (coercion, error positions), describe_keys
 
 Names a registry owns are not listed here: loss terms and presets (unlearn.objective), judges and
 metrics (unlearn.evaluate.judges, unlearn.evaluate.metrics); the schema asks them.
@@ -19,15 +20,8 @@ metrics (unlearn.evaluate.judges, unlearn.evaluate.metrics); the schema asks the
 
 from unlearn.config.evaluation import EVAL_SETS, SET_TARGETS, EvalConfig, EvalSetConfig
 from unlearn.config.fields import InvalidValue, check, setting
-from unlearn.config.load import (
-    MAX_YAML_DEPTH,
-    apply_override,
-    build,
-    config_from_dict,
-    describe_keys,
-    load_config,
-    read_yaml,
-)
+from unlearn.config.load import apply_override, build, config_from_dict, describe_keys, load_config
+from unlearn.config.reading import MAX_YAML_DEPTH, read_yaml
 from unlearn.config.schema import Config
 from unlearn.config.sections import (
     DataConfig,
