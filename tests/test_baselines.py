@@ -124,7 +124,7 @@ def test_rmu_steers_forget_activations_and_anchors_retain_ones():
     hidden = torch.stack([cu + torch.tensor([1.0, 0.0]), cu, cu + torch.tensor([1.0, 1.0]), torch.tensor([3.0, 1.0])])
     ref_hidden = torch.tensor([[9.0, 9.0], [9.0, 9.0], [9.0, 9.0], [1.0, 1.0]])  # only row 2 is asked for
     ctx = make_ctx(FORGET_01, ("retain",), hidden={5: hidden}, ref_hidden={5: ref_hidden})
-    v = rmu(ctx, steering=c, alpha=alpha, layer=5)
+    v = rmu(ctx, steering=c, alpha=alpha, layer=5, train_layers=1, modules="mlp", seed=0)
     assert v.item() == pytest.approx(0.625 + alpha * 2.0, rel=1e-6)
 
 
@@ -147,7 +147,7 @@ def test_terms_declare_what_they_read():
 
 
 def test_presets_name_the_baselines():
-    from unlearn.config import PRESETS
+    from unlearn.objective.presets import PRESETS
 
     assert PRESETS["npo"] == {"npo": 1.0, "kl": 1.0}
     assert PRESETS["simnpo"] == {"simnpo": 1.0, "nll": 1.0}

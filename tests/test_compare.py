@@ -233,7 +233,7 @@ def test_terms_registered_outside_unlearn_are_imported_by_the_method_process(tmp
     import dataclasses
 
     from unlearn.comparison.methods import term_modules
-    from unlearn.config import PRESETS
+    from unlearn.objective.presets import PRESETS
     from unlearn.objective import registry
 
     cfg = config_from_dict(tiny_config(tmp_path, data_files))

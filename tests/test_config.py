@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from unlearn.config import PRESETS, Config, describe_keys, load_config
+from unlearn.config import Config, describe_keys, load_config
+from unlearn.objective.presets import PRESETS
 from unlearn.errors import UnlearnError
 
 BASE = """\

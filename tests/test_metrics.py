@@ -28,7 +28,7 @@ def test_leak_rate_uses_the_bleu_threshold():
     assert low.per_example == [1.0, 0.0, 1.0] and low.value == pytest.approx(2 / 3)
     high = M.leak_rate(outputs, targets, threshold=40)
     assert high.per_example == [0.0, 0.0, 1.0]
-    assert low.higher_is_better is False and low.unit == "fraction"
+    assert M.direction("leak_rate", M.FORBIDDEN) is False and M.get_metric("leak_rate").unit == "fraction"
     assert low.extra["bleu"][0] == pytest.approx(37.99, abs=0.01)
 
 
@@ -42,7 +42,7 @@ def test_leak_rate_by_key_answer_ignores_case_and_spacing():
 
 def test_retain_accuracy_is_the_same_rule_with_higher_better():
     m = M.retain_accuracy(["The capital is Paris.", "Lyon."], ["Paris.", "Paris."], answers=["Paris", "Paris"])
-    assert m.value == 0.5 and m.higher_is_better is True
+    assert m.value == 0.5 and M.direction("retain_accuracy", M.DESIRED) is True
 
 
 def test_rouge_l_recall_by_hand():
@@ -79,7 +79,7 @@ def test_fluency_flags_empty_outputs_and_averages_in_log_space():
     assert m.per_example[0] == pytest.approx(4.0) and m.per_example[2] == pytest.approx(16.0)
     assert m.per_example[1] is None and m.per_example[3] is None
     assert m.value == pytest.approx(8.0)  # exp(mean(log 4, log 16)) = sqrt(64)
-    assert m.extra["empty"] == 2 and m.higher_is_better is False
+    assert m.extra["empty"] == 2 and M.direction("fluency", M.DESIRED) is False
 
 
 def test_hallucination_margin_rule_on_made_up_similarities():
@@ -104,12 +104,12 @@ def test_similarity_to_the_original():
     assert m.per_example[1] == pytest.approx(37.99, abs=0.01)
     assert m.per_example[2] == 100.0  # both empty: identical
     c = M.similarity_cosine([1.0, 0.5])
-    assert c.value == 0.75 and c.higher_is_better
+    assert c.value == 0.75 and M.direction("similarity_cosine", M.DESIRED)
 
 
 def test_nll_direction_depends_on_the_set():
     assert M.nll([1.0, 3.0]).value == 2.0
-    assert M.nll([1.0], higher_is_better=True).higher_is_better
+    assert M.direction("nll", M.FORBIDDEN) and not M.direction("nll", M.DESIRED)
 
 
 def test_lengths_must_agree():
@@ -125,3 +125,54 @@ def test_split_is_seeded_disjoint_and_complete():
     assert split_indices(10, [0.7, 0.1, 0.2], seed=4) != (tr, va, te)
     parts = split_examples(list("abcdef"), [0.7, 0.1, 0.2], 0)
     assert [len(p) for p in parts] == [4, 1, 1]
+
+
+# ---- the registry: where each metric applies and which way is better (today's verdicts, pinned)
+
+# metric -> (higher is better on a forbidden target, on a desired one)
+DIRECTIONS = {
+    "leak_rate": (False, True), "extraction_leak_rate": (False, True), "retain_accuracy": (False, True),
+    "rouge_l_recall": (False, True), "harmful_rate": (False, False), "hallucination_rate": (False, False),
+    "similarity_bleu": (True, True), "similarity_cosine": (True, True), "nll": (True, False),
+    "diversity": (True, True), "degenerate_rate": (False, False), "fluency": (False, False),
+}
+
+
+def test_every_metric_has_one_direction_per_target():
+    assert [m.name for m in M.available_metrics()] == list(DIRECTIONS)  # report order
+    for name, (forbidden, desired) in DIRECTIONS.items():
+        assert M.direction(name, M.FORBIDDEN) is forbidden, name
+        assert M.direction(name, M.DESIRED) is desired, name
+    with pytest.raises(ValueError, match="forbidden"):
+        M.direction("nll", "neutral")
+
+
+def test_metrics_say_which_sets_they_apply_to():
+    assert [m.name for m in M.metrics_for("retain")] == [
+        "retain_accuracy", "rouge_l_recall", "nll", "diversity", "degenerate_rate", "fluency"]
+    assert [m.name for m in M.metrics_for("normal")] == [
+        "similarity_bleu", "similarity_cosine", "diversity", "degenerate_rate", "fluency"]
+    assert "leak_rate" in [m.name for m in M.metrics_for("forget_test")]
+
+
+def test_fast_metrics_and_plot_axes_come_from_the_registry():
+    assert [f.key for f in M.fast_metrics()] == ["forget_leak_rate", "forget_nll", "retain_accuracy", "retain_nll"]
+    assert M.fast_metrics()[0].metrics == ("leak_rate", "extraction_leak_rate")
+    axes = M.plot_axes()
+    assert axes["x"][0] == ("forget", "leak_rate") and axes["y"][0] == ("retain", "retain_accuracy")
+
+
+def test_better_is_none_for_no_change_or_missing_values():
+    assert M.better(0.5, 0.2, higher_is_better=False) is True
+    assert M.better(0.5, 0.2, higher_is_better=True) is False
+    assert M.better(0.5, 0.5, higher_is_better=True) is None
+    assert M.better(None, 0.5, higher_is_better=True) is None
+
+
+def test_a_metric_name_cannot_be_registered_twice():
+    with pytest.raises(ValueError, match="registered twice"):
+        M.register_metric("nll", sets=("forget",), unit="nats", higher_is_better_when_forbidden=True,
+                          description="again")(lambda x: None)
+    with pytest.raises(ValueError, match="unknown unit"):
+        M.register_metric("new_one", sets=("forget",), unit="furlongs", higher_is_better_when_forbidden=True,
+                          description="?")

@@ -186,17 +186,19 @@ def show_config(
 
 @app.command()
 def terms() -> None:
-    """List the registered loss terms and the objective presets."""
+    """List the registered loss terms, their parameters and the objective presets."""
     from rich.table import Table
 
-    from unlearn.config import PRESETS
-    from unlearn.objective import available_terms
+    from unlearn.objective import PRESETS, available_terms
 
-    table = Table("term", "reads", "reference on", "parameters", "what it is")
+    table = Table("term", "reads", "reference on", "what it is")
+    params = Table("parameter", "type", "default", "what it does")
     for name, t in available_terms().items():
-        params = ", ".join(f"{k}={v}" for k, v in t.params.items())
-        table.add_row(name, ", ".join(t.segments), ", ".join(t.reference), params, t.summary)
+        table.add_row(name, ", ".join(t.segments), ", ".join(t.reference), t.summary)
+        for row in t.describe_params():
+            params.add_row(*row)
     out.print(table)
+    out.print(params)
     presets = Table("preset", "objective")
     for name, weights in PRESETS.items():
         presets.add_row(name, ", ".join(f"{k}: {v:g}" for k, v in weights.items()))

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-from unlearn.config import PRESETS, Config, config_from_dict
+from unlearn.config import Config, config_from_dict
+from unlearn.objective.presets import PRESETS
 from unlearn.errors import UnlearnError
 
 DEFAULT_METHODS = ("paper", "ga", "graddiff", "npo", "simnpo", "idk")

@@ -10,7 +10,7 @@
        (a failure is recorded in the table, and the next method runs)
     -> OUTPUT_DIR/compare/compare.{md,html,json} and tradeoff.png
 
-A method is a preset name (config.PRESETS). Everything but the objective and output_dir comes from
+A method is a preset name (unlearn.objective.presets). Everything but the objective and output_dir comes from
 the config: data, model, LoRA, learning rate, steps, seed, eval section. Term parameters set in the
 config's objective (`objective: {simnpo: {weight: 1, delta: 3}}`) carry over to every method that
 uses the term; the weights are the preset's.
@@ -57,11 +57,6 @@ from unlearn.comparison.worker import WORKER, metric_columns
 from unlearn.config import Config
 from unlearn.errors import UnlearnError
 from unlearn.report.format import fmt_mb, objective_text
-
-# The trade-off plot: the first of each list that the evaluation has.
-X_AXIS = (("forget", "leak_rate"), ("forget", "extraction_leak_rate"), ("forget", "harmful_rate"))
-Y_AXIS = (("retain", "retain_accuracy"), ("normal", "similarity_cosine"), ("normal", "similarity_bleu"))
-
 
 @dataclass
 class CompareResult:
@@ -251,8 +246,11 @@ def _assemble(cfg: Config, names: list[str], folder: Path, orig: dict[str, Any],
             for name, i in ms.items():
                 info.setdefault(role, {}).setdefault(name, i)
     have = {(role, name) for role, ms in info.items() for name in ms}
-    x = next((k for k in X_AXIS if k in have), None)
-    y = next((k for k in Y_AXIS if k in have), None)
+    from unlearn.evaluate.metrics import plot_axes
+
+    axes = plot_axes()  # the trade-off plot: the first candidate of each axis that the evaluation has
+    x = next((k for k in axes["x"] if k in have), None)
+    y = next((k for k in axes["y"] if k in have), None)
     return {
         "unlearn_version": __version__,
         "config": cfg._origins.get("", "config"),

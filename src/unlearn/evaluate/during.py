@@ -1,9 +1,8 @@
-"""Evaluation during training (train.eval_every): a fast subset of the metrics on a few prompts.
+"""Evaluation during training (train.eval_every): the fast metrics on a few prompts.
 
-    forget_leak_rate   leak rate on eval.fast_examples forget prompts (the val part with eval.split)
-    forget_nll         their teacher-forced NLL per response token
-    retain_accuracy    retain accuracy on eval.fast_examples retain prompts
-    retain_nll         their NLL
+The metric registry says which metrics are fast and under which key they are logged
+(unlearn.evaluate.metrics.fast_metrics): today the leak rate and NLL on eval.fast_examples forget
+prompts (the val part with eval.split), retain accuracy and NLL on as many retain prompts.
 
 `score` = sum of eval.trade_off weight x metric: what train.keep_best maximises. The training loop
 receives an instance as its `evaluator` callback (see unlearn.run), so train.py never imports this.
@@ -15,8 +14,8 @@ from typing import Any
 
 from unlearn.config import Config
 from unlearn.errors import UnlearnError
-from unlearn.evaluate import metrics as M
 from unlearn.evaluate.generate import generate
+from unlearn.evaluate.metrics import SetScoring, fast_metrics, get_metric
 from unlearn.evaluate.run import set_encoder, settings_of, target_nll
 from unlearn.evaluate.sets import EvalSet, load_eval_sets, validation_set
 
@@ -41,8 +40,8 @@ class TrainingEvaluator:
             self.sets["forget"] = forget.head(n)
         if "retain" in sets:
             self.sets["retain"] = sets["retain"].head(n)
-        available = [k for k, role in (("forget_leak_rate", "forget"), ("forget_nll", "forget"),
-                                       ("retain_accuracy", "retain"), ("retain_nll", "retain")) if role in self.sets]
+        self.fast = [f for f in fast_metrics() if f.set in self.sets]
+        available = [f.key for f in self.fast]
         missing = [k for k in cfg.eval.trade_off if k not in available]
         if missing and cfg.train.keep_best:
             raise UnlearnError(
@@ -57,19 +56,13 @@ class TrainingEvaluator:
         for role, s in self.sets.items():
             enc = set_encoder(cfg, tokenizer, s)
             outputs = generate(model, enc, s.prompts, settings, raw=s.kind == "text")
-            answers = [i.answers for i in s.items] if s.match == "contains" else None
-            if role == "forget":
-                if s.kind == "text":
-                    leak = M.extraction_leak_rate(outputs, s.targets, threshold=e.bleu_threshold)
-                else:
-                    leak = M.leak_rate(outputs, s.targets, threshold=e.bleu_threshold, answers=answers)
-                values["forget_leak_rate"] = leak.value
-                values["forget_nll"] = M.nll(target_nll(model, enc, s, e.batch_size)).value
-            else:
-                values["retain_accuracy"] = M.retain_accuracy(
-                    outputs, s.targets, threshold=e.bleu_threshold, answers=answers
-                ).value
-                values["retain_nll"] = M.nll(target_nll(model, enc, s, e.batch_size)).value
+            x = SetScoring(set=s, outputs=outputs, settings=e, nll=target_nll(model, enc, s, e.batch_size))
+            for f in self.fast:
+                if f.set == role:
+                    # several metrics may share a key (leak rate, extraction leak rate): the one that applies
+                    m = next((m for name in f.metrics if (m := get_metric(name).compute(x)) is not None), None)
+                    if m is not None:
+                        values[f.key] = m.value
         values = {k: round(v, 4) for k, v in values.items()}
         values["score"] = round(sum(w * values.get(k, 0.0) for k, w in e.trade_off.items()), 4)
         return values

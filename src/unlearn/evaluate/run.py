@@ -25,12 +25,12 @@ import torch
 from unlearn.config import Config, ModelConfig
 from unlearn.data.encode import Encoder
 from unlearn.errors import UnlearnError
-from unlearn.evaluate import metrics as M
 from unlearn.evaluate.generate import GenerationSettings, generate
+from unlearn.evaluate.judges import judge_spec, load_judge
+from unlearn.evaluate.metrics import FORBIDDEN
 from unlearn.evaluate.nll import response_nll
+from unlearn.evaluate.score import evaluate_outputs
 from unlearn.evaluate.sets import EvalSet, load_eval_sets
-
-FORGET_ROLES = ("forget", "forget_test")
 
 
 @dataclass
@@ -166,153 +166,12 @@ def sets_key(cfg: Config, sets: dict[str, EvalSet]) -> str:
     return h.hexdigest()[:16]
 
 
-def _free(model: Any) -> None:
+def free_model(model: Any) -> None:
+    """Let a model's memory go (the caller drops its reference too): host and GPU caches."""
     del model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-# --------------------------------------------------------------------------------------------
-# Scoring
-
-
-def score_set(
-    s: EvalSet,
-    outputs: list[str],
-    res: ModelOutputs,
-    cfg: Config,
-    *,
-    judgements: Optional[list[Optional[bool]]] = None,
-    hallucination_sims: Optional[tuple[list[float], list[float]]] = None,
-    original_outputs: Optional[list[str]] = None,
-    cosines: Optional[list[float]] = None,
-) -> dict[str, M.Metric]:
-    """Every metric that applies to set `s` for one model's outputs, in report order."""
-    e = cfg.eval
-    role = s.role
-    out: dict[str, M.Metric] = {}
-    answers = [i.answers for i in s.items] if s.match == "contains" else None
-    if role in FORGET_ROLES:
-        if s.kind == "text":
-            out["extraction_leak_rate"] = M.extraction_leak_rate(outputs, s.targets, threshold=e.bleu_threshold)
-        else:
-            out["leak_rate"] = M.leak_rate(outputs, s.targets, threshold=e.bleu_threshold, answers=answers)
-        out["rouge_l_recall"] = M.rouge_l_recall(outputs, s.targets)
-        if judgements is not None:
-            out["harmful_rate"] = M.harmful_rate(judgements)
-        if hallucination_sims is not None:
-            out["hallucination_rate"] = M.hallucination_rate(*hallucination_sims, margin=e.hallucination_margin)
-    elif role == "retain":
-        out["retain_accuracy"] = M.retain_accuracy(outputs, s.targets, threshold=e.bleu_threshold, answers=answers)
-        r = M.rouge_l_recall(outputs, s.targets)
-        r.higher_is_better = True
-        out["rouge_l_recall"] = r
-    elif role == "normal":
-        if original_outputs is not None:
-            out["similarity_bleu"] = M.similarity_bleu(outputs, original_outputs)
-        if cosines is not None:
-            out["similarity_cosine"] = M.similarity_cosine(cosines)
-    if role in res.nll:
-        out["nll"] = M.nll(res.nll[role], higher_is_better=role in FORGET_ROLES)
-    out["diversity"] = M.diversity(outputs)
-    out["degenerate_rate"] = M.degenerate_rate(outputs)
-    if role in res.fluency_nll:
-        out["fluency"] = M.fluency(outputs, res.fluency_nll[role])
-    return out
-
-
-def _better(original: Optional[float], unlearned: Optional[float], higher: bool) -> Optional[bool]:
-    if original is None or unlearned is None or abs(unlearned - original) < 1e-12:
-        return None
-    return (unlearned > original) == higher
-
-
-def _round(v: Optional[float], unit: str) -> Optional[float]:
-    if v is None:
-        return None
-    return round(v, 2 if unit in ("bleu", "perplexity") else 4)
-
-
-def evaluate_outputs(
-    cfg: Config,
-    sets: dict[str, EvalSet],
-    original: ModelOutputs,
-    unlearned: ModelOutputs,
-    *,
-    judge: Any = None,
-    embedder: Any = None,
-    similarity: Any = None,
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """(metrics by set and name, sample lines) from both models' outputs. `similarity` scores the
-    hallucination rate (an Embedder or BertScorer); `embedder` gives the normal-set cosine."""
-    table: dict[str, dict[str, Any]] = {}
-    samples: list[dict[str, Any]] = []
-    for role, s in sets.items():
-        per_model: dict[str, dict[str, M.Metric]] = {}
-        for res in (original, unlearned):
-            outs = res.outputs[role]
-            kw: dict[str, Any] = {}
-            if judge is not None and role in FORGET_ROLES:
-                kw["judgements"] = judge(s.prompts, outs, s.targets)
-            if similarity is not None and role in FORGET_ROLES and s.has_hallucinated and s.kind == "qa":
-                kw["hallucination_sims"] = (
-                    similarity.pairwise(outs, [i.hallucinated or "" for i in s.items]),
-                    similarity.pairwise(outs, s.targets),
-                )
-            if role == "normal" and res is unlearned:
-                kw["original_outputs"] = original.outputs[role]
-                if embedder is not None:
-                    kw["cosines"] = embedder.pairwise(outs, original.outputs[role])
-            per_model[res.label] = score_set(s, outs, res, cfg, **kw)
-        rows: dict[str, Any] = {}
-        names = list(per_model["unlearned"]) + [n for n in per_model["original"] if n not in per_model["unlearned"]]
-        for name in names:
-            mo, mu = per_model["original"].get(name), per_model["unlearned"].get(name)
-            ref = mu or mo
-            vo = mo.value if mo else None
-            vu = mu.value if mu else None
-            ro, ru = _round(vo, ref.unit), _round(vu, ref.unit)
-            row = {  # the change of the rounded values, so that the report's columns add up
-                "original": ro,
-                "unlearned": ru,
-                "change": _round(ru - ro, ref.unit) if ro is not None and ru is not None else None,
-                "higher_is_better": ref.higher_is_better,
-                "better": _better(vo, vu, ref.higher_is_better),
-                "unit": ref.unit,
-                "description": M.DESCRIPTIONS[name],
-            }
-            details = {}
-            for label, m in (("original", mo), ("unlearned", mu)):
-                if m is not None:
-                    d = {k: v for k, v in m.extra.items() if k != "bleu"}
-                    if d:
-                        details[label] = d
-            if details:
-                row["details"] = details
-            rows[name] = row
-        table[role] = rows
-        for idx, item in enumerate(s.items):
-            scores = {
-                label: {
-                    **{n: m.per_example[idx] for n, m in ms.items()},
-                    **({"bleu": round(ms[k].extra["bleu"][idx], 2)} if (k := _leak_key(ms)) else {}),
-                }
-                for label, ms in per_model.items()
-            }
-            samples.append({
-                "set": role, "index": idx, "where": item.where, "prompt": item.prompt, "target": item.target,
-                "original": original.outputs[role][idx], "unlearned": unlearned.outputs[role][idx],
-                "scores": scores,
-            })
-    return table, samples
-
-
-def _leak_key(ms: dict[str, M.Metric]) -> Optional[str]:
-    for k in ("leak_rate", "extraction_leak_rate", "retain_accuracy"):
-        if k in ms and "bleu" in ms[k].extra:
-            return k
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,30 +215,27 @@ def prepare(cfg: Config, device: str) -> tuple[Any, dict[str, EvalSet], Any, Any
     sets = load_eval_sets(cfg, tokenizer)
     e = cfg.eval
     embedder = similarity = judge = None
-    if e.judge and e.judge != "similarity":  # a model judge first: it fails the most often
-        from unlearn.evaluate.judges import load_judge
-
+    spec = judge_spec(e.judge) if e.judge else None
+    if spec is not None and not spec.needs:  # a judge with its own model first: it fails the most often
         judge = load_judge(e.judge, e, device)
     need_embedder = (
         "normal" in sets
-        or e.judge == "similarity"
+        or (spec is not None and "embedder" in spec.needs)
         or (e.hallucination_similarity == "embedding" and any(s.has_hallucinated for s in sets.values()))
     )
     if need_embedder:
         from unlearn.evaluate.embed import Embedder
 
         embedder = Embedder(e.embedding_model, device)
-    if any(s.has_hallucinated and s.role in FORGET_ROLES for s in sets.values()):
+    if any(s.has_hallucinated and s.target == FORBIDDEN for s in sets.values()):
         if e.hallucination_similarity == "bertscore":
             from unlearn.evaluate.embed import BertScorer
 
             similarity = BertScorer(e.bertscore_model, device)
         else:
             similarity = embedder
-    if e.judge == "similarity":
-        from unlearn.evaluate.judges import SimilarityJudge
-
-        judge = SimilarityJudge(embedder, e.similarity_threshold)
+    if spec is not None and spec.needs:
+        judge = load_judge(e.judge, e, device, embedder=embedder)
     return tokenizer, sets, judge, embedder, similarity
 
 
@@ -417,7 +273,7 @@ def evaluate_run(
             tokenizer,
         )
         unlearned = run_model(model.to(device), tokenizer, cfg, sets, "unlearned", str(model_dir), bar.advance)
-        _free(model)
+        free_model(model)
 
         bar.phase("original model")
         model, _ = load_model(mc, tokenizer)
@@ -427,7 +283,7 @@ def evaluate_run(
         if not original.fluency_nll:
             add_fluency(model, tokenizer, cfg, sets, original)
         add_fluency(model, tokenizer, cfg, sets, unlearned)
-        _free(model)
+        free_model(model)
         bar.phase("scoring")
         table, samples = evaluate_outputs(
             cfg, sets, original, unlearned, judge=judge, embedder=embedder, similarity=similarity

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from unlearn.config import EVAL_SETS, Config, EvalSetConfig, SourceConfig
+from unlearn.config import EVAL_SETS, SET_TARGETS, Config, EvalSetConfig, SourceConfig
 from unlearn.errors import UnlearnError
 
 ROLES = EVAL_SETS
@@ -31,6 +31,11 @@ class EvalSet:
     kind: str = "qa"
     match: str = "bleu"
     items: list[EvalItem] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        """What the set's targets are to the unlearned model: forbidden or desired (SET_TARGETS)."""
+        return SET_TARGETS[self.role]
 
     @property
     def has_targets(self) -> bool:

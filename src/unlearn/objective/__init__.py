@@ -1,22 +1,28 @@
-"""Loss terms and their weighted sum. Each term lives in its own module and registers itself."""
+"""Loss terms and their weighted sum. Each term lives in its own module of this package and
+registers itself (see registry.py); the modules are found by discover_terms, not listed here.
 
-from unlearn.objective import dpo, ga, idk, kl, mismatch, nll, npo, rmu, simnpo  # noqa: F401  (registration)
-from unlearn.objective.context import StepContext
-from unlearn.objective.registry import (
-    Binding,
-    Objective,
-    Term,
-    available_terms,
-    get_term,
-    register_term,
-)
+This package's namespace is filled lazily: `unlearn.objective.presets` (read by the config schema)
+must not import torch or the step context.
+"""
 
-__all__ = [
-    "Binding",
-    "Objective",
-    "StepContext",
-    "Term",
-    "available_terms",
-    "get_term",
-    "register_term",
-]
+from __future__ import annotations
+
+from unlearn.discovery import lazy_exports
+
+_EXPORTS = {
+    "Binding": "registry",
+    "Objective": "registry",
+    "Term": "registry",
+    "WeightedTerm": "registry",
+    "available_terms": "registry",
+    "discover_terms": "registry",
+    "get_term": "registry",
+    "register_term": "registry",
+    "PRESETS": "presets",
+    "register_preset": "presets",
+    "StepContext": "context",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

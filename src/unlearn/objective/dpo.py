@@ -1,14 +1,31 @@
 """DPO with a refusal as the preferred answer and the forget response as the rejected one."""
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from unlearn.config import check, setting
 from unlearn.objective.context import StepContext
 from unlearn.objective.registry import register_term
 
 
-@register_term("dpo", segments=("forget", "refusal"), reference=True)
-def dpo(ctx: StepContext, beta: float = 0.1) -> torch.Tensor:
+@dataclass
+class DpoParams:
+    """Parameters of the dpo term."""
+
+    beta: float = setting(
+        0.1,
+        help="Inverse temperature of the preference: how far from the original model the log-ratio "
+        "margin between the refusal and the forget response may grow before the loss saturates.",
+    )
+
+    def __post_init__(self) -> None:
+        check(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
+
+
+@register_term("dpo", segments=("forget", "refusal"), reference=True, params=DpoParams)
+def dpo(ctx: StepContext, beta: float) -> torch.Tensor:
     """DPO with a refusal as the preferred answer and the forget response as the rejected one.
 
     L_DPO = -(1/B) sum_i log sigmoid(beta [(log pi(r_i|x_i) - log pi_ref(r_i|x_i))

@@ -1,14 +1,31 @@
 """Negative Preference Optimization on the forget responses (Zhang et al. 2024)."""
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from unlearn.config import check, setting
 from unlearn.objective.context import StepContext
 from unlearn.objective.registry import register_term
 
 
-@register_term("npo", segments=("forget",), reference=True)
-def npo(ctx: StepContext, beta: float = 0.1) -> torch.Tensor:
+@dataclass
+class NpoParams:
+    """Parameters of the npo term."""
+
+    beta: float = setting(
+        0.1,
+        help="Inverse temperature: how fast the per-example weight fades once the forget response's "
+        "likelihood falls below the original model's. Small: close to gradient ascent.",
+    )
+
+    def __post_init__(self) -> None:
+        check(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
+
+
+@register_term("npo", segments=("forget",), reference=True, params=NpoParams)
+def npo(ctx: StepContext, beta: float) -> torch.Tensor:
     """Negative Preference Optimization on the forget responses (Zhang et al. 2024).
 
     L_NPO = -(2/beta) (1/B) sum_i log sigmoid(-beta (log pi(y_i|x_i) - log pi_ref(y_i|x_i)))

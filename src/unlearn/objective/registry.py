@@ -1,28 +1,43 @@
 """The registry of loss terms and the Objective, a weighted sum of terms.
 
 A term is a function of a StepContext (and its own keyword parameters) returning a scalar tensor.
-It declares the batch segments it reads and whether it needs the frozen reference model:
+It declares the batch segments it reads, whether it needs the frozen reference model, and its
+parameters as a dataclass whose fields carry defaults and help texts (shown by `unlearn terms`):
 
-    @register_term("kl", segments=("retain",), reference=True)
-    def kl(ctx: StepContext) -> torch.Tensor: ...
+    @dataclass
+    class NpoParams:
+        beta: float = setting(0.1, help="Inverse temperature ...")
 
-Parameters are keyword arguments with defaults; a config sets them with
-`objective: {npo: {weight: 1.0, beta: 0.1}}`.
+    @register_term("npo", segments=("forget",), reference=True, params=NpoParams)
+    def npo(ctx: StepContext, beta: float) -> torch.Tensor: ...
+
+The function's keyword parameters are the dataclass's fields, without defaults (the dataclass owns
+them). A config sets them with `objective: {npo: {weight: 1.0, beta: 0.1}}`; they are typed and
+checked like any config key (unknown names, wrong types, __post_init__ checks: one line naming the
+key). A term registered without `params` takes its parameters from the function's keyword defaults.
 
 `reference` may name a subset of the segments (`reference=("retain",)`): the reference model then
 runs on those rows only. A term that needs to know the model before the first step (which decoder
 layer it reads, which parameters it trains) passes `bind=`: a function of (model, **params) returning
 a Binding; the train loop calls `Objective.bind(model)` once after loading the model.
+
+Term modules are found, not listed: every module of the unlearn.objective package is imported on the
+first look-up (discover_terms). A term registered elsewhere needs its module imported before the
+config is used (`unlearn compare` imports such modules in each method's process).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 import torch
 
+from unlearn.config.load import build, describe_keys
+from unlearn.discovery import import_submodules
 from unlearn.errors import UnlearnError
 
 
@@ -37,20 +52,66 @@ class Binding:
 
 @dataclass(frozen=True)
 class Term:
+    """A registered loss term: its function, what it reads, and its parameters' dataclass."""
+
     name: str
     fn: Callable[..., torch.Tensor]
     segments: tuple[str, ...]
     reference: tuple[str, ...]  # segments the frozen reference runs on for this term; () = none
-    params: dict[str, Any]  # name -> default
+    params_type: type  # a dataclass: one field per keyword parameter of fn, with default and help
     bind: Union[Callable[..., Binding], None] = None
 
     @property
     def summary(self) -> str:
+        """The first line of the term's docstring."""
         doc = inspect.getdoc(self.fn) or ""
         return doc.splitlines()[0] if doc else ""
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameter name -> default."""
+        return _as_dict(self.params_type())
+
+    def describe_params(self) -> list[tuple[str, str, str, str]]:
+        """(key, type, default, help) of each parameter, keys as a config spells them."""
+        return describe_keys(self.params_type, f"objective.{self.name}.")
+
 
 _TERMS: dict[str, Term] = {}
+
+
+def _as_dict(params: Any) -> dict[str, Any]:
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+
+
+def _params_from_signature(name: str, fn: Callable[..., Any]) -> type:
+    """A dataclass of fn's keyword parameters with defaults (for terms registered without params=)."""
+    hints = typing.get_type_hints(fn)
+    fields = []
+    for p in list(inspect.signature(fn).parameters.values())[1:]:
+        if p.default is inspect.Parameter.empty:
+            raise ValueError(f"loss term '{name}': parameter '{p.name}' needs a default (or pass params=)")
+        tp = hints.get(p.name, Any if p.default is None else type(p.default))
+        fields.append((p.name, tp, field(default=p.default, metadata={"help": ""})))
+    return dataclasses.make_dataclass(f"{name.title()}Params", fields)
+
+
+def _check_params_type(name: str, fn: Callable[..., Any], params: type) -> None:
+    if not dataclasses.is_dataclass(params):
+        raise ValueError(f"loss term '{name}': params must be a dataclass, got {params!r}")
+    fn_params = list(inspect.signature(fn).parameters.values())[1:]
+    names = [p.name for p in fn_params]
+    fields = [f.name for f in dataclasses.fields(params)]
+    if names != fields:
+        raise ValueError(
+            f"loss term '{name}': the function's parameters {names} differ from {params.__name__}'s fields {fields}"
+        )
+    with_default = [p.name for p in fn_params if p.default is not inspect.Parameter.empty]
+    if with_default:
+        raise ValueError(
+            f"loss term '{name}': {', '.join(with_default)} has a default in the function; "
+            f"{params.__name__} holds the defaults"
+        )
 
 
 def register_term(
@@ -59,22 +120,24 @@ def register_term(
     segments: tuple[str, ...],
     reference: Union[bool, tuple[str, ...]] = False,
     bind: Union[Callable[..., Binding], None] = None,
+    params: Union[type, None] = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Register a loss term under `name` (duplicates are an error).
 
     reference: True (the reference runs on all the term's segments), False, or the segments it needs.
     bind: called once with the loaded model and the term's parameters; see Binding.
+    params: the dataclass of the term's parameters (fields made with unlearn.config.setting, so
+    each has a help text); None: built from the function's keyword defaults, without help.
     """
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if name in _TERMS:
             raise ValueError(f"loss term '{name}' is registered twice")
-        sig = inspect.signature(fn)
-        params = {
-            p.name: p.default
-            for p in list(sig.parameters.values())[1:]
-            if p.default is not inspect.Parameter.empty
-        }
+        if params is None:
+            params_type = _params_from_signature(name, fn)
+        else:
+            _check_params_type(name, fn, params)
+            params_type = params
         if reference is True:
             ref = tuple(segments)
         elif reference is False:
@@ -83,13 +146,20 @@ def register_term(
             ref = tuple(reference)
             if not set(ref) <= set(segments):
                 raise ValueError(f"loss term '{name}': reference segments {ref} not among {segments}")
-        _TERMS[name] = Term(name, fn, tuple(segments), ref, params, bind)
+        _TERMS[name] = Term(name, fn, tuple(segments), ref, params_type, bind)
         return fn
 
     return deco
 
 
+def discover_terms() -> None:
+    """Import every module of the unlearn.objective package once, so their terms register."""
+    import_submodules("unlearn.objective")
+
+
 def get_term(name: str) -> Term:
+    """The term registered as `name`; UnlearnError listing the registered ones if none is."""
+    discover_terms()
     if name not in _TERMS:
         raise UnlearnError(
             f"unknown loss term '{name}'; registered terms: {', '.join(sorted(_TERMS))}"
@@ -98,39 +168,40 @@ def get_term(name: str) -> Term:
 
 
 def available_terms() -> dict[str, Term]:
+    """Every registered term, by name."""
+    discover_terms()
     return dict(sorted(_TERMS.items()))
-
-
-def _coerce_param(term: str, key: str, default: Any, value: Any) -> Any:
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and isinstance(default, float):
-            value = float(value)
-    elif default is None:
-        ok = True
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise UnlearnError(
-            f"objective.{term}.{key}: expected {type(default).__name__}, got {value!r}"
-        )
-    return value
 
 
 @dataclass
 class WeightedTerm:
+    """A term of an Objective: its weight and its parameters (typed, and as a dict of keywords)."""
+
     term: Term
     weight: float
-    params: dict[str, Any]
+    config: Any  # an instance of term.params_type
     binding: Union[Binding, None] = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The configured parameters as keyword arguments of the term's function."""
+        return _as_dict(self.config)
+
+    def __call__(self, ctx: Any) -> torch.Tensor:
+        """The term's unweighted value on a step (with what bind resolved, if it binds)."""
+        params = self.params
+        if self.term.bind is not None:
+            if self.binding is None:
+                raise RuntimeError(f"term '{self.term.name}' needs Objective.bind(model) before use")
+            params = {**params, **self.binding.params}
+        return self.term.fn(ctx, **params)
 
 
 class Objective:
     """A weighted sum of registered terms, e.g. Objective({"ga": 0.5, "mismatch": 1, "kl": 1})."""
 
     def __init__(self, spec: dict[str, Any], where: Callable[[str], str] = lambda key: "config"):
+        discover_terms()
         self.terms: list[WeightedTerm] = []
         for name, value in spec.items():
             if name not in _TERMS:
@@ -144,17 +215,15 @@ class Objective:
                 weight = float(value["weight"])
             else:
                 params, weight = {}, float(value)
-            unknown = set(params) - set(term.params)
+            valid = [f.name for f in dataclasses.fields(term.params_type)]
+            unknown = sorted(set(params) - set(valid))
             if unknown:
-                valid = ", ".join(["weight", *term.params])
                 raise UnlearnError(
                     f"{where('objective.' + name)}: objective.{name}: unknown parameter "
-                    f"'{sorted(unknown)[0]}'; valid: {valid}"
+                    f"'{unknown[0]}'; valid: {', '.join(['weight', *valid])}"
                 )
-            params = {
-                k: _coerce_param(name, k, term.params[k], params.get(k, d)) for k, d in term.params.items()
-            }
-            self.terms.append(WeightedTerm(term, weight, params))
+            config = build(term.params_type, params, f"objective.{name}", where)
+            self.terms.append(WeightedTerm(term, weight, config))
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -211,20 +280,17 @@ class Objective:
         values: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         for wt in self.terms:
-            params = wt.params
-            if wt.term.bind is not None:
-                if wt.binding is None:
-                    raise RuntimeError(f"term '{wt.term.name}' needs Objective.bind(model) before use")
-                params = {**params, **wt.binding.params}
-            v = wt.term.fn(ctx, **params)
+            v = wt(ctx)
             values[wt.term.name] = v
             total = wt.weight * v if total is None else total + wt.weight * v
         assert total is not None  # Objective always has at least one term
         return total, values
 
     def to_config(self) -> dict[str, Any]:
+        """The objective as a config writes it: a weight, or {weight, parameters not at their default}."""
         out: dict[str, Any] = {}
         for wt in self.terms:
-            changed = {k: v for k, v in wt.params.items() if v != wt.term.params[k]}
+            defaults = wt.term.params
+            changed = {k: v for k, v in wt.params.items() if v != defaults[k]}
             out[wt.term.name] = {"weight": wt.weight, **changed} if changed else wt.weight
         return out

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 import torch
 
+from unlearn.config import check, setting
 from unlearn.errors import UnlearnError
 from unlearn.models import base_model
 from unlearn.objective.context import StepContext
@@ -42,8 +44,6 @@ def bind_rmu(model: Any, *, layer: Any, train_layers: int, modules: str, **_: An
     layer - train_layers + 1 .. layer whose names (within the layer) match `modules`."""
     layers = decoder_layers(model)
     at = resolve_layer(layer, len(layers))
-    if train_layers < 1:
-        raise UnlearnError(f"objective.rmu.train_layers: must be >= 1, got {train_layers}")
     try:
         pattern = re.compile(modules)
     except re.error as e:
@@ -78,15 +78,40 @@ def random_direction(size: int, seed: int) -> torch.Tensor:
     return _DIRECTIONS[key]
 
 
-@register_term("rmu", segments=("forget", "retain"), reference=("retain",), bind=bind_rmu)
+@dataclass
+class RmuParams:
+    """Parameters of the rmu term."""
+
+    steering: float = setting(
+        20.0, help="Steering coefficient c: forget activations are pushed toward c x a fixed random unit vector."
+    )
+    alpha: float = setting(100.0, help="Weight of the retain part (activations kept at the original model's).")
+    layer: Union[int, None] = setting(
+        None,
+        help="Decoder layer whose outputs are steered; negative counts from the end. null: about 7/32 of "
+        "the depth (WMDP steers layer 7 of 32).",
+    )
+    train_layers: int = setting(3, help="Layers trained: layer - train_layers + 1 .. layer.")
+    modules: str = setting(
+        "mlp|fc1|fc2",
+        help="Regular expression on parameter names within those layers: what is trained (default: the MLPs).",
+    )
+    seed: int = setting(0, help="Seed of the random direction u.")
+
+    def __post_init__(self) -> None:
+        check(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
+        check(self.train_layers >= 1, "train_layers", f"must be >= 1, got {self.train_layers}")
+
+
+@register_term("rmu", segments=("forget", "retain"), reference=("retain",), bind=bind_rmu, params=RmuParams)
 def rmu(
     ctx: StepContext,
-    steering: float = 20.0,
-    alpha: float = 100.0,
-    layer: Any = None,
-    train_layers: int = 3,
-    modules: str = "mlp|fc1|fc2",
-    seed: int = 0,
+    steering: float,
+    alpha: float,
+    layer: Any,
+    train_layers: int,
+    modules: str,
+    seed: int,
 ) -> torch.Tensor:
     """Representation Misdirection (RMU): scramble a layer's activations on forget data (Li et al. 2024).
 

@@ -1,14 +1,34 @@
 """SimNPO: reference-free, length-normalised NPO on the forget responses (Fan et al. 2024)."""
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from unlearn.config import check, setting
 from unlearn.objective.context import StepContext
 from unlearn.objective.registry import register_term
 
 
-@register_term("simnpo", segments=("forget",))
-def simnpo(ctx: StepContext, beta: float = 2.5, delta: float = 0.0) -> torch.Tensor:
+@dataclass
+class SimNpoParams:
+    """Parameters of the simnpo term."""
+
+    beta: float = setting(
+        2.5, help="Inverse temperature: the push fades once the forget NLL exceeds delta by a few / beta."
+    )
+    delta: float = setting(
+        0.0,
+        help="Margin in nats per token (the paper's gamma = beta x delta): keeps pushing until the mean "
+        "forget NLL exceeds it. Raise it on data the model was not fine-tuned on (NLL of 2-3 nats).",
+    )
+
+    def __post_init__(self) -> None:
+        check(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
+
+
+@register_term("simnpo", segments=("forget",), params=SimNpoParams)
+def simnpo(ctx: StepContext, beta: float, delta: float) -> torch.Tensor:
     """SimNPO: reference-free, length-normalised NPO on the forget responses (Fan et al. 2024).
 
     L_SimNPO = -(2/beta) (1/B) sum_i log sigmoid(beta (NLL_i - delta)),

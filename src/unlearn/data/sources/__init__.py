@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from unlearn.discovery import import_submodules
 from unlearn.errors import UnlearnError
 
 SourceFn = Callable[..., list]
@@ -52,8 +53,4 @@ def available_sources() -> list[str]:
 
 def _load_builtin() -> None:
     """Import the adapter modules shipped in this package (they register themselves)."""
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    import_submodules(__name__)

@@ -1,0 +1,40 @@
+"""How registries find their members, in one place.
+
+A registry (terms, presets, metrics, judges, dataset adapters) holds names; its members register
+themselves when their module is imported. The registry imports them by the package's NAME, on the
+first look-up, so that a registry module depends on nothing but this foundation layer and the
+config schema may ask it for names without loading the members (or torch).
+
+A package whose namespace re-exports its members does it lazily with `lazy_exports`, for the same
+reason: importing `pkg.registry` runs `pkg/__init__.py` first, and that must stay cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable
+
+_done: set[str] = set()
+
+
+def import_submodules(package: str) -> None:
+    """Import every module of `package` (by dotted name) once, so that their registrations run."""
+    if package in _done:
+        return
+    _done.add(package)
+    pkg = importlib.import_module(package)
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{package}.{mod.name}")
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module `__getattr__` for `package`: name -> the submodule that defines it, imported on
+    first use. `exports` maps each public name to its submodule's name."""
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

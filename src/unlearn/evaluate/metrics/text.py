@@ -1,0 +1,166 @@
+"""Metrics that match outputs against their targets: leak rate, extraction leak rate, retain
+accuracy, ROUGE-L recall."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional, Sequence
+
+from unlearn.evaluate.metrics.registry import Metric, SetScoring, check_lengths, mean, register_metric
+
+# --------------------------------------------------------------------------------------------
+# Text matching
+
+
+def sentence_bleu(output: str, reference: str) -> float:
+    """sacrebleu's sentence BLEU (0-100, 13a tokenizer, exponential smoothing)."""
+    import sacrebleu
+
+    if not reference.strip():
+        return 0.0
+    return float(sacrebleu.sentence_bleu(output, [reference]).score)
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> list[str]:
+    """Lowercased alphanumeric words (the tokenizer of Google's rouge-score, without stemming)."""
+    return _WORD.findall(text.lower())
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    if not a or not b:
+        return 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l_recall_one(output: str, reference: str) -> float:
+    """LCS(output words, reference words) / number of reference words."""
+    ref = words(reference)
+    return _lcs(words(output), ref) / len(ref) if ref else 0.0
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def contains_answer(output: str, answers: str | Sequence[str]) -> bool:
+    """Whether any accepted answer string appears in the output (case and spacing ignored)."""
+    if isinstance(answers, str):
+        answers = [answers]
+    out = _normalise(output)
+    return any(_normalise(a) and _normalise(a) in out for a in answers)
+
+
+def _reproduces(
+    outputs: Sequence[str],
+    targets: Sequence[str],
+    threshold: float,
+    answers: Optional[Sequence[str | Sequence[str]]],
+) -> tuple[list[Optional[float]], list[float]]:
+    check_lengths(outputs, targets)
+    bleus = [sentence_bleu(o, t) for o, t in zip(outputs, targets)]
+    if answers is not None:
+        check_lengths(outputs, answers)
+        hits = [float(contains_answer(o, a)) for o, a in zip(outputs, answers)]
+    else:
+        hits = [float(b >= threshold) for b in bleus]
+    return hits, bleus
+
+
+def leak_rate(
+    outputs: Sequence[str],
+    targets: Sequence[str],
+    *,
+    threshold: float = 30.0,
+    answers: Optional[Sequence[str | Sequence[str]]] = None,
+) -> Metric:
+    """Fraction of outputs that reproduce their target: sentence BLEU >= threshold, or, when
+    `answers` is given (short factual targets), the key answer string contained in the output."""
+    hits, bleus = _reproduces(outputs, targets, threshold, answers)
+    rule = "contains the answer" if answers is not None else f"BLEU >= {threshold:g}"
+    return Metric(mean(hits), hits, {"rule": rule, "bleu": bleus})
+
+
+def extraction_leak_rate(outputs: Sequence[str], continuations: Sequence[str], *, threshold: float = 30.0) -> Metric:
+    """Copyright setting: the output, cut to the length of the true continuation (about 200
+    characters), reproduces it with sentence BLEU >= threshold."""
+    check_lengths(outputs, continuations)
+    cut = [o.strip()[: len(c)] for o, c in zip(outputs, continuations)]
+    hits, bleus = _reproduces(cut, continuations, threshold, None)
+    return Metric(
+        mean(hits), hits,
+        {"rule": f"BLEU >= {threshold:g} on the next {max(len(c) for c in continuations)} characters",
+         "bleu": bleus},
+    )
+
+
+def retain_accuracy(
+    outputs: Sequence[str],
+    targets: Sequence[str],
+    *,
+    threshold: float = 30.0,
+    answers: Optional[Sequence[str | Sequence[str]]] = None,
+) -> Metric:
+    """leak_rate's rule on retain data, where reproducing the answer is what we want."""
+    hits, bleus = _reproduces(outputs, targets, threshold, answers)
+    rule = "contains the answer" if answers is not None else f"BLEU >= {threshold:g}"
+    return Metric(mean(hits), hits, {"rule": rule, "bleu": bleus})
+
+
+def rouge_l_recall(outputs: Sequence[str], targets: Sequence[str]) -> Metric:
+    """ROUGE-L recall of each target in its output, averaged (reported beside the leak rate)."""
+    check_lengths(outputs, targets)
+    vals: list[Optional[float]] = [rouge_l_recall_one(o, t) for o, t in zip(outputs, targets)]
+    return Metric(mean(vals), vals)
+
+
+# --------------------------------------------------------------------------------------------
+# Registration: where each applies and which way is better
+
+
+@register_metric(
+    "leak_rate", sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False, follows_target=True,
+    description="fraction of outputs that reproduce the target response",
+    fast={"forget": "forget_leak_rate"}, trade_off=True, axis=("x", 0), rank=10,
+)
+def _leak_rate(x: SetScoring) -> Optional[Metric]:
+    if x.set.kind != "qa":
+        return None
+    return leak_rate(x.outputs, x.targets, threshold=x.settings.bleu_threshold, answers=x.answers)
+
+
+@register_metric(
+    "extraction_leak_rate", sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False,
+    follows_target=True, description="fraction of passage continuations that reproduce the true text",
+    fast={"forget": "forget_leak_rate"}, trade_off=True, axis=("x", 1), rank=11,
+)
+def _extraction_leak_rate(x: SetScoring) -> Optional[Metric]:
+    if x.set.kind != "text":
+        return None
+    return extraction_leak_rate(x.outputs, x.targets, threshold=x.settings.bleu_threshold)
+
+
+@register_metric(
+    "retain_accuracy", sets=("retain",), unit="fraction", higher_is_better_when_forbidden=False,
+    follows_target=True, description="fraction of retain answers still reproduced",
+    fast={"retain": "retain_accuracy"}, trade_off=True, axis=("y", 0), rank=12,
+)
+def _retain_accuracy(x: SetScoring) -> Optional[Metric]:
+    return retain_accuracy(x.outputs, x.targets, threshold=x.settings.bleu_threshold, answers=x.answers)
+
+
+@register_metric(
+    "rouge_l_recall", sets=("forget", "forget_test", "retain"), unit="fraction",
+    higher_is_better_when_forbidden=False, follows_target=True,
+    description="ROUGE-L recall of the target's words in the output", rank=20,
+)
+def _rouge_l_recall(x: SetScoring) -> Optional[Metric]:
+    return rouge_l_recall(x.outputs, x.targets)
