@@ -31,7 +31,7 @@ test-slow: setup
 # The HTML report opened in headless Chromium: its plots must load (needs root for apt-get).
 check-report: setup
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
-	$(PY) -m pytest -q tests/test_report.py -k chromium -rs
+	$(PY) -m pytest -q tests/report/test_report.py -k chromium -rs
 
 bench: setup
 	$(PY) benchmarks/run_all.py
