@@ -20,7 +20,7 @@ def as_config(config: Union[Config, str, Path], overrides: list[str] | None = No
     a YAML file or packaged recipe's name."""
     if isinstance(config, Config):
         if overrides:
-            return config_from_dict(config.to_dict(), overrides, dict(config._origins))
+            return config_from_dict(config.to_dict(), overrides, config.origins)
         return config
     return load_config(config, overrides)
 

@@ -28,13 +28,17 @@ def import_submodules(package: str) -> None:
         importlib.import_module(f"{package}.{mod.name}")
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
-    """A module `__getattr__` for `package`: name -> the submodule that defines it, imported on
-    first use. `exports` maps each public name to its submodule's name."""
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
+    """A module `__getattr__` for `package` and its `__all__`. `exports` maps each submodule's name
+    to the public names it defines, space-separated; a name is imported on first use.
+
+        __getattr__, __all__ = lazy_exports(__name__, {"registry": "Judge register_judge", ...})
+    """
+    where = {name: module for module, names in exports.items() for name in names.split()}
 
     def __getattr__(name: str) -> Any:
-        if name in exports:
-            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        if name in where:
+            return getattr(importlib.import_module(f"{package}.{where[name]}"), name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
-    return __getattr__
+    return __getattr__, sorted(where)

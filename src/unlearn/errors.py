@@ -4,6 +4,8 @@ The CLI prints its message on one line and exits with status 2. Anything else th
 bug in `unlearn`, not in the user's input.
 """
 
+from __future__ import annotations
+
 
 class UnlearnError(Exception):
     """A problem with the user's input or environment, explained in one line."""
@@ -32,6 +34,19 @@ def one_line(e: BaseException) -> str:
     """An exception as one line: its message (or type), whitespace collapsed."""
     text = " ".join(str(e).split())
     return text or type(e).__name__
+
+
+def text_problem(value: str) -> str | None:
+    """What makes a string unusable as a path, a model name or training text, or None: a NUL
+    character, or a lone surrogate (the escape "\\ud800" in JSON or YAML decodes to one; it cannot
+    be written to a file or given to a tokenizer)."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"contains an invalid character (lone surrogate U+{ord(value[e.start]):04X})"
+    return None
 
 
 class RunInterrupted(UnlearnError):

@@ -265,7 +265,7 @@ def test_a_nonfinite_gradient_is_traced_to_its_term(tmp_path, data_files, faulty
     assert manifest(tmp_path / "run")["reason"].startswith("stopped: non-finite test_bad_gradient gradient")
 
 
-def test_a_nonfinite_gradient_next_to_a_bound_term_is_traced_not_raised(tmp_path, data_files, test_terms):
+def test_a_nonfinite_gradient_next_to_a_bound_term_is_traced_not_raised(tmp_path, data_files, faulty_terms):
     """rmu with layer: null resolves its layer from the model (Objective.bind): the culprit check
     must call the terms with those resolved values, as the step does, and name the bad term."""
     cfg = tiny_config(tmp_path, data_files, objective={"rmu": {"weight": 1.0, "layer": None}, "test_bad_gradient": 1.0},

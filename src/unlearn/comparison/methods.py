@@ -45,7 +45,7 @@ def method_config(cfg: Config, method: str, output_dir: Path) -> Config:
     data = cfg.to_dict()
     data["objective"] = method_objective(cfg, method)
     data["output_dir"] = str(output_dir)
-    origins = {k: v for k, v in cfg._origins.items()
+    origins = {k: v for k, v in cfg.origins.items()
                if not (k.startswith("objective") or k.startswith("=objective") or k == "output_dir")}
     origins["objective"] = f"--methods {method}"
     origins["output_dir"] = "unlearn compare"

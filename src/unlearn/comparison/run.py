@@ -106,7 +106,7 @@ def compare(
         # ---- the original model: checks everything the methods share, before anything is written
         console.print("original model: checking data and eval sets, generating")
         orig = _spawn(
-            {"phase": "original", "config": cfg.to_dict(), "origins": dict(cfg._origins), "imports": [],
+            {"phase": "original", "config": cfg.to_dict(), "origins": cfg.origins, "imports": [],
              "outputs": str(tmp / "original_outputs.json")},
             tmp, "original", env,
         )
@@ -133,7 +133,7 @@ def compare(
             c = configs[m]
             console.print(f"[{i}/{len(names)}] {m} ({objective_text(c.objective)}): training and evaluating")
             res = _spawn(
-                {"phase": "method", "method": m, "config": c.to_dict(), "origins": dict(c._origins),
+                {"phase": "method", "method": m, "config": c.to_dict(), "origins": c.origins,
                  "imports": imports[m], "original": str(folder / "original_outputs.json")},
                 tmp, m, env, log=folder / "logs" / f"{m}.log",
             )
@@ -253,7 +253,7 @@ def _assemble(cfg: Config, names: list[str], folder: Path, orig: dict[str, Any],
     y = next((k for k in axes["y"] if k in have), None)
     return {
         "unlearn_version": __version__,
-        "config": cfg._origins.get("", "config"),
+        "config": cfg.origins.get("", "config"),
         "output_dir": str(Path(cfg.output_dir).expanduser().resolve()),
         "folder": str(folder),
         "model": cfg.model.name,

@@ -21,7 +21,7 @@ import yaml
 from unlearn.config.fields import InvalidValue, as_float
 from unlearn.config.reading import YamlTooDeep, parse_yaml, read_yaml
 from unlearn.config.schema import Config
-from unlearn.errors import UnlearnError
+from unlearn.errors import UnlearnError, text_problem
 from unlearn.objective.presets import DEFAULT_PRESET, PRESETS, preset_weights
 
 # --------------------------------------------------------------------------------------------
@@ -111,17 +111,10 @@ def _coerce(tp: Any, value: Any, key: str, origins: Origins) -> Any:
 
 
 def _check_text(value: str, key: str, origins: Origins) -> None:
-    """Strings become paths, model names and training text: no NUL, no lone surrogates (YAML's
-    "\\ud800" escape makes one; it cannot be written to a file or given to a tokenizer)."""
-    if "\x00" in value:
-        raise UnlearnError(f"{_loc(origins, key)}: contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise UnlearnError(
-            f"{_loc(origins, key)}: contains an invalid character (lone surrogate "
-            f"U+{ord(value[e.start]):04X})"
-        ) from None
+    """Strings become paths, model names and training text (see errors.text_problem)."""
+    problem = text_problem(value)
+    if problem:
+        raise UnlearnError(f"{_loc(origins, key)}: {problem}")
 
 
 # Where keys were set: {"dotted.key": "file line N", ...} (as read_yaml returns), or a function of

@@ -93,6 +93,12 @@ class Config:
             key = key.rpartition(".")[0]
         return self._origins.get("", "config")
 
+    @property
+    def origins(self) -> dict[str, str]:
+        """A copy of where each key was set (dotted key -> 'cfg.yaml line 7'; '' -> the file itself),
+        to rebuild this config with `config_from_dict(cfg.to_dict(), overrides, cfg.origins)`."""
+        return dict(self._origins)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (mappings, lists, scalars): what YAML and config_from_dict read back."""
         return _to_plain(self)

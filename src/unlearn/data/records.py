@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from unlearn.errors import UnlearnError
+from unlearn.errors import UnlearnError, text_problem
 
 
 @dataclass
@@ -239,16 +239,9 @@ def to_example(
         if not isinstance(v, str):
             kind = "null" if v is None else type(v).__name__
             raise UnlearnError(f"{where}: field '{name}' must be a string, got {kind}")
-        if "\x00" in v:
-            raise UnlearnError(f"{where}: field '{name}' contains a NUL character")
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError as e:
-            # JSON's "\ud800" escape decodes to a lone surrogate, which no tokenizer accepts.
-            raise UnlearnError(
-                f"{where}: field '{name}' contains an invalid character (lone surrogate "
-                f"U+{ord(v[e.start]):04X})"
-            ) from None
+        problem = text_problem(v)
+        if problem:
+            raise UnlearnError(f"{where}: field '{name}' {problem}")
         values[name] = v
     if not values[response_field].strip():
         raise UnlearnError(f"{where}: field '{response_field}' is empty")

@@ -5,7 +5,7 @@ The metric registry says which metrics are fast and under which key they are log
 prompts (the val part with eval.split), retain accuracy and NLL on as many retain prompts.
 
 `score` = sum of eval.trade_off weight x metric: what train.keep_best maximises. The training loop
-receives an instance as its `evaluator` callback (see unlearn.run), so train.py never imports this.
+receives an instance as its `evaluator` callback (see unlearn.api), so unlearn.train never imports this.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
     -> original model:  the same, plus the perplexity of BOTH models' outputs (fluency)
     -> metrics per set and model; samples with per-example scores
 
-Only one language model is in memory at a time. `evaluate_run` returns an EvalResult; report.py
+Only one language model is in memory at a time. `evaluate_run` returns an EvalResult; unlearn.report
 writes it. Pass `original=` an earlier result's `.original` to reuse the original model's outputs
 when evaluating several runs of the same model on the same sets (unlearn compare).
 """

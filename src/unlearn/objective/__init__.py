@@ -9,20 +9,9 @@ from __future__ import annotations
 
 from unlearn.discovery import lazy_exports
 
-_EXPORTS = {
-    "Binding": "registry",
-    "Objective": "registry",
-    "Term": "registry",
-    "WeightedTerm": "registry",
-    "available_terms": "registry",
-    "discover_terms": "registry",
-    "get_term": "registry",
-    "register_term": "registry",
-    "PRESETS": "presets",
-    "register_preset": "presets",
-    "StepContext": "context",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+# Each submodule -> the public names it defines, imported on first use (see unlearn.discovery).
+__getattr__, __all__ = lazy_exports(__name__, {
+    "registry": "Binding Objective Term WeightedTerm available_terms discover_terms get_term register_term",
+    "presets": "PRESETS register_preset",
+    "context": "StepContext",
+})

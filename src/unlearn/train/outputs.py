@@ -40,7 +40,7 @@ def run_inputs(cfg: Config, with_eval: bool = False) -> list[Path]:
     found = [Path(s.path) for s in paths if s is not None and s.path]
     if Path(cfg.model.name).expanduser().exists():
         found.append(Path(cfg.model.name))
-    source = cfg._origins.get("", "")
+    source = cfg.origins.get("", "")
     if source and Path(source).is_file():
         found.append(Path(source))
     return found

@@ -10,28 +10,11 @@ A new judge is one new module in this package with a @register_judge (see regist
 
 from unlearn.discovery import lazy_exports
 
-# Public name -> the module that defines it, imported on first use (see unlearn.discovery).
-_EXPORTS = {
-    "HARMFUL_LABELS": "classifier",
-    "ClassifierJudge": "classifier",
-    "LLAMA_GUARD_TEMPLATE": "llm",
-    "LlmJudge": "llm",
-    "read_guard_answer": "llm",
-    "REFUSAL_PHRASES": "refusal",
-    "RefusalJudge": "refusal",
-    "is_refusal": "refusal",
-    "NEEDS": "registry",
-    "Judge": "registry",
-    "JudgeSpec": "registry",
-    "available_judges": "registry",
-    "judge_problem": "registry",
-    "judge_spec": "registry",
-    "load_judge": "registry",
-    "register_judge": "registry",
-    "SimilarityJudge": "similarity",
-}
-
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+# Each submodule -> the public names it defines, imported on first use (see unlearn.discovery).
+__getattr__, __all__ = lazy_exports(__name__, {
+    "classifier": "HARMFUL_LABELS ClassifierJudge",
+    "llm": "LLAMA_GUARD_TEMPLATE LlmJudge read_guard_answer",
+    "refusal": "REFUSAL_PHRASES RefusalJudge is_refusal",
+    "registry": "NEEDS Judge JudgeSpec available_judges judge_problem judge_spec load_judge register_judge",
+    "similarity": "SimilarityJudge",
+})

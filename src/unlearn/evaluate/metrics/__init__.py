@@ -24,47 +24,19 @@ SetScoring. Modules are found by the registry, not listed.
 
 from unlearn.discovery import lazy_exports
 
-# Public name -> the module that defines it, imported on first use (see unlearn.discovery).
-_EXPORTS = {
-    "similarity_bleu": "closeness",
-    "similarity_cosine": "closeness",
-    "harmful_rate": "judged",
-    "hallucination_rate": "judged",
-    "is_hallucinated": "judged",
-    "nll": "likelihood",
-    "degenerate_rate": "quality",
-    "diversity": "quality",
-    "fluency": "quality",
-    "is_degenerate": "quality",
-    "unique_token_fraction": "quality",
-    "DESIRED": "registry",
-    "FORBIDDEN": "registry",
-    "FastMetric": "registry",
-    "Metric": "registry",
-    "MetricSpec": "registry",
-    "SetScoring": "registry",
-    "available_metrics": "registry",
-    "better": "registry",
-    "check_lengths": "registry",
-    "direction": "registry",
-    "fast_metrics": "registry",
-    "get_metric": "registry",
-    "mean": "registry",
-    "metrics_for": "registry",
-    "plot_axes": "registry",
-    "register_metric": "registry",
-    "round_value": "registry",
-    "contains_answer": "text",
-    "extraction_leak_rate": "text",
-    "leak_rate": "text",
-    "retain_accuracy": "text",
-    "rouge_l_recall": "text",
-    "rouge_l_recall_one": "text",
-    "sentence_bleu": "text",
-    "words": "text",
-}
-
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+# Each submodule -> the public names it defines, imported on first use (see unlearn.discovery).
+__getattr__, __all__ = lazy_exports(__name__, {
+    "closeness": "similarity_bleu similarity_cosine",
+    "judged": "harmful_rate hallucination_rate is_hallucinated",
+    "likelihood": "nll",
+    "quality": "degenerate_rate diversity fluency is_degenerate unique_token_fraction",
+    "registry": (
+        "DESIRED FORBIDDEN FastMetric Metric MetricSpec SetScoring available_metrics "
+        "better check_lengths direction fast_metrics get_metric mean metrics_for "
+        "plot_axes register_metric round_value"
+    ),
+    "text": (
+        "contains_answer extraction_leak_rate leak_rate retain_accuracy rouge_l_recall "
+        "rouge_l_recall_one sentence_bleu words"
+    ),
+})
