@@ -103,3 +103,33 @@ def tiny():
     from unlearn.models import load_model
 
     return load_model(ModelConfig(name="tiny-random-llama"))
+
+
+@pytest.fixture
+def plugin_module(tmp_path: Path, monkeypatch):
+    """Write a module outside unlearn that registers terms, presets, metrics or judges, importable by
+    its name (for a config's `imports`). Everything it registers is unregistered after the test, so
+    that later tests see the built-in registries only."""
+    import sys
+
+    from unlearn.evaluate.judges import registry as judges
+    from unlearn.evaluate.metrics import registry as metrics
+    from unlearn.objective import registry as terms
+    from unlearn.objective.presets import PRESETS
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entries = [terms._TERMS.entries(), metrics._METRICS.entries(), judges._JUDGES.entries(), PRESETS]
+    saved = [dict(e) for e in entries]
+    written: list[str] = []
+
+    def write(name: str, code: str) -> str:
+        (tmp_path / f"{name}.py").write_text(code)
+        written.append(name)
+        return name
+
+    yield write
+    for e, before in zip(entries, saved):
+        e.clear()
+        e.update(before)
+    for name in written:
+        sys.modules.pop(name, None)

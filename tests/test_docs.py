@@ -16,7 +16,7 @@ def test_readme_shows_the_two_commands():
     assert "make demo" in readme and "make test" in readme
 
 
-def test_the_worked_example_of_docs_architecture_runs(tmp_path, data_files, monkeypatch):
+def test_the_worked_example_of_docs_architecture_runs(tmp_path, data_files, plugin_module):
     """The term that docs/architecture.md adds, taken from the page as written, trains on the tiny
     model when its module is named in `imports`; its parameter is checked like any config key."""
     import json
@@ -29,8 +29,7 @@ def test_the_worked_example_of_docs_architecture_runs(tmp_path, data_files, monk
 
     page = (ROOT / "docs" / "architecture.md").read_text()
     code = next(c for c in re.findall(r"```python\n(.*?)```", page, re.S) if "register_term" in c)
-    (tmp_path / "docs_wga_example.py").write_text(code)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin_module("docs_wga_example", code)
     cfg = tiny_config(tmp_path, data_files, objective={"wga_example": 1.0, "kl": 1.0},
                       imports=["docs_wga_example"], train={"max_steps": 2})
     path = write_config(tmp_path / "c.yaml", cfg)

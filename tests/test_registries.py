@@ -143,9 +143,8 @@ def _always(arg, eval_cfg, device):
 '''
 
 
-def test_a_module_named_in_imports_registers_a_term_metric_and_judge_end_to_end(tmp_path, data_files, monkeypatch):
-    (tmp_path / "toy_unlearn_plugin.py").write_text(textwrap.dedent(TOY_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_a_module_named_in_imports_registers_a_term_metric_and_judge_end_to_end(tmp_path, data_files, plugin_module):
+    plugin_module("toy_unlearn_plugin", textwrap.dedent(TOY_MODULE))
     cfg = tiny_config(tmp_path, data_files, objective="toy", imports=["toy_unlearn_plugin"],
                       train={"max_steps": 2}, eval={"max_new_tokens": 4, "judge": "always"})
     path = write_config(tmp_path / "c.yaml", cfg)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
 
 _done: set[str] = set()
 
@@ -26,6 +28,28 @@ def import_submodules(package: str) -> None:
     pkg = importlib.import_module(package)
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{package}.{mod.name}")
+
+
+class Registry(Generic[T]):
+    """The names of one kind of thing (`kind`: "loss term", "judge", ...), each registered once by
+    the module that defines it. The modules of `package` are imported on the first look-up, so a
+    name registered anywhere in the package is found without a hand-kept list."""
+
+    def __init__(self, kind: str, package: str):
+        self.kind, self.package = kind, package
+        self._items: dict[str, T] = {}
+
+    def add(self, name: str, item: T) -> None:
+        """Register `item` as `name`; registering a name twice is an error (a bug, not user input)."""
+        if name in self._items:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        self._items[name] = item
+
+    def entries(self) -> dict[str, T]:
+        """Every registered name -> item, in registration order (the package's modules imported
+        first). The dict is the registry's own: read it, don't write it."""
+        import_submodules(self.package)
+        return self._items
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:

@@ -242,7 +242,7 @@ def test_terms_registered_outside_unlearn_are_imported_by_the_method_process(tmp
     for module, expected in (("my_terms.loss", ["my_terms.loss"]), ("__main__", None)):
         fn = lambda ctx: None  # noqa: E731
         fn.__module__ = module
-        monkeypatch.setitem(registry._TERMS, "mine", dataclasses.replace(mine, name="mine", fn=fn))
+        monkeypatch.setitem(registry._TERMS.entries(), "mine", dataclasses.replace(mine, name="mine", fn=fn))
         c = method_config(cfg, "mine", tmp_path / "runs" / "mine")
         if expected is None:
             with pytest.raises(UnlearnError, match="registered in __main__"):

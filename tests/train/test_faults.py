@@ -219,8 +219,8 @@ def faulty_terms():
     register_term("test_nan", segments=("forget",))(nan_on_calls)
     register_term("test_bad_gradient", segments=("forget",))(bad_gradient)
     yield state
-    registry._TERMS.pop("test_nan")
-    registry._TERMS.pop("test_bad_gradient")
+    registry._TERMS.entries().pop("test_nan")
+    registry._TERMS.entries().pop("test_bad_gradient")
 
 
 def test_a_nan_term_skips_the_step_and_the_run_recovers(tmp_path, data_files, faulty_terms):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -34,6 +34,15 @@ def bundled_minilm() -> Path:
         raise UnlearnError(f"eval.embedding_model: {folder} holds no model (config.json missing)")
     return folder
 
+
+
+def encoder_batches(tokenizer: Any, texts: Sequence[str], batch_size: int, max_length: int, device: str) -> Iterator[Any]:
+    """`texts` tokenized for an encoder model (padded, truncated to max_length), batch by batch, on
+    `device`: what the embedder and the classifier judge feed their models."""
+    for i in range(0, len(texts), batch_size):
+        yield tokenizer(
+            list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+        ).to(device)
 
 class Embedder:
     """Encodes texts to L2-normalised vectors; cosine similarity is then a dot product."""
@@ -76,11 +85,7 @@ class Embedder:
 
         rows = []
         with torch.no_grad():
-            for i in range(0, len(texts), self.batch_size):
-                batch = self._tok(
-                    list(texts[i : i + self.batch_size]), padding=True, truncation=True,
-                    max_length=256, return_tensors="pt",
-                ).to(self.device)
+            for batch in encoder_batches(self._tok, texts, self.batch_size, 256, self.device):
                 hidden = self._model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)

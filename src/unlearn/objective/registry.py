@@ -37,7 +37,7 @@ from typing import Any, Callable, Union
 import torch
 
 from unlearn.config.load import build, describe_keys
-from unlearn.discovery import import_submodules
+from unlearn.discovery import Registry
 from unlearn.errors import UnlearnError
 
 
@@ -77,7 +77,7 @@ class Term:
         return describe_keys(self.params_type, f"objective.{self.name}.")
 
 
-_TERMS: dict[str, Term] = {}
+_TERMS: Registry[Term] = Registry("loss term", "unlearn.objective")
 
 
 def _as_dict(params: Any) -> dict[str, Any]:
@@ -131,8 +131,6 @@ def register_term(
     """
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        if name in _TERMS:
-            raise ValueError(f"loss term '{name}' is registered twice")
         if params is None:
             params_type = _params_from_signature(name, fn)
         else:
@@ -146,7 +144,7 @@ def register_term(
             ref = tuple(reference)
             if not set(ref) <= set(segments):
                 raise ValueError(f"loss term '{name}': reference segments {ref} not among {segments}")
-        _TERMS[name] = Term(name, fn, tuple(segments), ref, params_type, bind)
+        _TERMS.add(name, Term(name, fn, tuple(segments), ref, params_type, bind))
         return fn
 
     return deco
@@ -154,23 +152,20 @@ def register_term(
 
 def discover_terms() -> None:
     """Import every module of the unlearn.objective package once, so their terms register."""
-    import_submodules("unlearn.objective")
+    _TERMS.entries()
 
 
 def get_term(name: str) -> Term:
     """The term registered as `name`; UnlearnError listing the registered ones if none is."""
-    discover_terms()
-    if name not in _TERMS:
-        raise UnlearnError(
-            f"unknown loss term '{name}'; registered terms: {', '.join(sorted(_TERMS))}"
-        )
-    return _TERMS[name]
+    terms = _TERMS.entries()
+    if name not in terms:
+        raise UnlearnError(f"unknown loss term '{name}'; registered terms: {', '.join(sorted(terms))}")
+    return terms[name]
 
 
 def available_terms() -> dict[str, Term]:
     """Every registered term, by name."""
-    discover_terms()
-    return dict(sorted(_TERMS.items()))
+    return dict(sorted(_TERMS.entries().items()))
 
 
 @dataclass
@@ -201,15 +196,15 @@ class Objective:
     """A weighted sum of registered terms, e.g. Objective({"ga": 0.5, "mismatch": 1, "kl": 1})."""
 
     def __init__(self, spec: dict[str, Any], where: Callable[[str], str] = lambda key: "config"):
-        discover_terms()
+        terms = _TERMS.entries()
         self.terms: list[WeightedTerm] = []
         for name, value in spec.items():
-            if name not in _TERMS:
+            if name not in terms:
                 raise UnlearnError(
                     f"{where('objective.' + name)}: objective.{name}: unknown loss term '{name}'; "
-                    f"registered terms: {', '.join(sorted(_TERMS))}"
+                    f"registered terms: {', '.join(sorted(terms))}"
                 )
-            term = _TERMS[name]
+            term = terms[name]
             if isinstance(value, dict):
                 params = {k: v for k, v in value.items() if k != "weight"}
                 weight = float(value["weight"])

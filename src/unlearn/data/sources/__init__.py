@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from unlearn.discovery import import_submodules
+from unlearn.discovery import Registry
 from unlearn.errors import UnlearnError
 
 SourceFn = Callable[..., list]
-_SOURCES: dict[str, SourceFn] = {}
+_SOURCES: Registry[SourceFn] = Registry("dataset adapter", __name__)
 
 
 def register_source(name: str, *, schema: str = "", hub: str | None = None) -> Callable[[SourceFn], SourceFn]:
@@ -28,29 +28,22 @@ def register_source(name: str, *, schema: str = "", hub: str | None = None) -> C
     hub: the Hugging Face dataset it loads when no path is given."""
 
     def deco(fn: SourceFn) -> SourceFn:
-        if name in _SOURCES:
-            raise ValueError(f"dataset adapter '{name}' is registered twice")
         fn.schema = schema  # type: ignore[attr-defined]
         fn.hub = hub  # type: ignore[attr-defined]
-        _SOURCES[name] = fn
+        _SOURCES.add(name, fn)
         return fn
 
     return deco
 
 
 def get_source(name: str) -> SourceFn:
-    _load_builtin()
-    if name not in _SOURCES:
-        known = ", ".join(sorted(_SOURCES)) or "(none)"
+    sources = _SOURCES.entries()
+    if name not in sources:
+        known = ", ".join(sorted(sources)) or "(none)"
         raise UnlearnError(f"unknown dataset adapter '{name}'; known: {known}")
-    return _SOURCES[name]
+    return sources[name]
 
 
 def available_sources() -> list[str]:
-    _load_builtin()
-    return sorted(_SOURCES)
+    return sorted(_SOURCES.entries())
 
-
-def _load_builtin() -> None:
-    """Import the adapter modules shipped in this package (they register themselves)."""
-    import_submodules(__name__)

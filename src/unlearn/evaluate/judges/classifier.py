@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from unlearn.errors import UnlearnError
+from unlearn.evaluate.embed import encoder_batches
 from unlearn.evaluate.judges.registry import Judge, load_error, register_judge
 
 
@@ -38,11 +39,7 @@ class ClassifierJudge:
 
         out: list[Optional[bool]] = []
         with torch.no_grad():
-            for i in range(0, len(outputs), self.batch_size):
-                batch = self.tok(
-                    list(outputs[i : i + self.batch_size]), padding=True, truncation=True,
-                    max_length=512, return_tensors="pt",
-                ).to(self.device)
+            for batch in encoder_batches(self.tok, outputs, self.batch_size, 512, self.device):
                 pred = self.model(**batch).logits.argmax(-1).tolist()
                 out.extend(p in self.harmful for p in pred)
         return out

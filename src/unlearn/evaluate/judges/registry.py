@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, Sequence
 
-from unlearn.discovery import import_submodules
+from unlearn.discovery import Registry
 from unlearn.errors import UnlearnError
 
 NEEDS = ("embedder",)
@@ -53,7 +53,7 @@ class JudgeSpec:
         return f"{self.name}:PATH_OR_ID" if self.argument else self.name
 
 
-_JUDGES: dict[str, JudgeSpec] = {}
+_JUDGES: Registry[JudgeSpec] = Registry("judge", "unlearn.evaluate.judges")
 
 
 def register_judge(
@@ -65,43 +65,36 @@ def register_judge(
         raise ValueError(f"judge '{name}': unknown needs {unknown}; the evaluation provides {', '.join(NEEDS)}")
 
     def deco(fn: JudgeFactory) -> JudgeFactory:
-        if name in _JUDGES:
-            raise ValueError(f"judge '{name}' is registered twice")
-        _JUDGES[name] = JudgeSpec(name, fn, argument, tuple(needs))
+        _JUDGES.add(name, JudgeSpec(name, fn, argument, tuple(needs)))
         return fn
 
     return deco
 
 
-def _discover() -> None:
-    import_submodules("unlearn.evaluate.judges")
-
-
 def available_judges() -> list[JudgeSpec]:
     """Every registered judge."""
-    _discover()
-    return list(_JUDGES.values())
+    return list(_JUDGES.entries().values())
 
 
 def judge_problem(spec: str) -> Optional[str]:
     """What is wrong with an eval.judge value, or None if it names a registered judge correctly."""
-    _discover()
+    judges = _JUDGES.entries()
     kind, colon, arg = spec.partition(":")
-    judge = _JUDGES.get(kind)
+    judge = judges.get(kind)
     if judge is not None and (bool(arg) if judge.argument else not colon):
         return None
-    usages = [j.usage for j in _JUDGES.values()]
+    usages = [j.usage for j in judges.values()]
     listed = ", ".join(usages[:-1]) + (" or " if len(usages) > 1 else "") + usages[-1]
     return f"expected {listed}, got '{spec}'"
 
 
 def judge_spec(spec: str) -> JudgeSpec:
     """The registered judge an eval.judge value names (UnlearnError if none)."""
-    _discover()
+    judges = _JUDGES.entries()
     kind = spec.partition(":")[0]
-    if kind not in _JUDGES:
-        raise UnlearnError(f"eval.judge: unknown judge '{kind}'; judges: {', '.join(_JUDGES)}")
-    return _JUDGES[kind]
+    if kind not in judges:
+        raise UnlearnError(f"eval.judge: unknown judge '{kind}'; judges: {', '.join(judges)}")
+    return judges[kind]
 
 
 def load_judge(spec: str, eval_cfg: Any, device: str = "cpu", **provided: Any) -> Judge:

@@ -20,7 +20,7 @@ Metric modules are found, not listed: every module of this package is imported o
 
 from __future__ import annotations
 
-from unlearn.discovery import import_submodules
+from unlearn.discovery import Registry
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -96,7 +96,7 @@ class MetricSpec:
     rank: int  # report order within a set
 
 
-_METRICS: dict[str, MetricSpec] = {}
+_METRICS: Registry[MetricSpec] = Registry("metric", "unlearn.evaluate.metrics")
 
 
 def register_metric(
@@ -120,33 +120,26 @@ def register_metric(
         raise ValueError(f"metric '{name}': unknown unit '{unit}'; units: {', '.join(UNITS)}")
 
     def deco(fn: Compute) -> Compute:
-        if name in _METRICS:
-            raise ValueError(f"metric '{name}' is registered twice")
-        _METRICS[name] = MetricSpec(
+        _METRICS.add(name, MetricSpec(
             name, fn, tuple(sets), unit, higher_is_better_when_forbidden, follows_target, description,
             tuple((fast or {}).items()), trade_off, axis, rank,
-        )
+        ))
         return fn
 
     return deco
 
 
-def _discover() -> None:
-    import_submodules("unlearn.evaluate.metrics")
-
-
 def available_metrics() -> list[MetricSpec]:
     """Every registered metric, in report order."""
-    _discover()
-    return sorted(_METRICS.values(), key=lambda m: m.rank)
+    return sorted(_METRICS.entries().values(), key=lambda m: m.rank)
 
 
 def get_metric(name: str) -> MetricSpec:
     """The metric registered as `name` (KeyError naming the registered ones if none is)."""
-    _discover()
-    if name not in _METRICS:
-        raise KeyError(f"unknown metric '{name}'; metrics: {', '.join(_METRICS)}")
-    return _METRICS[name]
+    metrics = _METRICS.entries()
+    if name not in metrics:
+        raise KeyError(f"unknown metric '{name}'; metrics: {', '.join(metrics)}")
+    return metrics[name]
 
 
 def metrics_for(role: str) -> list[MetricSpec]:
