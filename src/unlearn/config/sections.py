@@ -202,7 +202,12 @@ class TrainConfig:
         "model where it differs runs unpacked.",
     )
     device: Literal["auto", "cpu", "cuda"] = setting("auto", help="Where to train; auto picks a GPU if present.")
-    log_every: int = setting(1, help="Steps between lines in train_log.jsonl and progress updates.")
+    log_every: int = setting(
+        1,
+        help="Steps between lines in train_log.jsonl and progress updates; a line averages its steps "
+        "(tokens and seconds summed). The last step, checkpoints, evaluations, stops and skipped steps "
+        "always get a line.",
+    )
     save_every: int = setting(0, help="Steps between resumable checkpoints; 0: none.")
     keep_last: int = setting(2, help="Checkpoints kept on disk (older ones are deleted).")
     stop_forget_nll: Union[float, None] = setting(
