@@ -241,3 +241,11 @@ def test_unlearn_compare_stays_the_function_whatever_is_imported():
         "      run is unlearn.api.run, CompareResult is unlearn.comparison.CompareResult)\n"
     )
     assert out.split() == ["True", "True", "True", "True"]
+
+
+def test_the_training_loop_reads_in_one_sitting():
+    """The loop itself (unlearn/train/loop.py: loop) is at most 150 lines; setup, the step and
+    checkpoints live in their own modules."""
+    tree = ast.parse((PACKAGE / "train" / "loop.py").read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "loop")
+    assert fn.end_lineno - fn.lineno + 1 <= 150
