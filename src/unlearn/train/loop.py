@@ -25,7 +25,7 @@ from unlearn.config import Config
 from unlearn.distributed import full_state_dict, on_main
 from unlearn.errors import UnlearnError
 from unlearn.files import inside, is_write_error, write_error
-from unlearn.models import save_model
+from unlearn.models import DTYPES, save_model
 from unlearn.runstate import GracefulStop
 from unlearn.train.checkpoint import latest_checkpoint, save_checkpoint, write_json_atomic
 from unlearn.train.exits import RunExit, guarded, interrupt
@@ -205,7 +205,8 @@ def _evaluate(evaluator: Evaluator, run: Run, step: int, record: dict[str, Any],
     if cfg.train.keep_best and (best is None or values["score"] > best["score"]):
         (run.out / "best").mkdir(exist_ok=True)
         # The adapter only for LoRA: merging here would change the model being trained.
-        save_model(model, run.tokenizer, run.out / "best", base_name=cfg.model.name, merge=False)
+        save_model(model, run.tokenizer, run.out / "best", base_name=cfg.model.name, merge=False,
+                   dtype=DTYPES[cfg.model.dtype])
         best = {"step": step, **values}
         write_json_atomic(run.out / "best" / "best.json", best)
     return best
@@ -221,7 +222,7 @@ def _finish(run: Run, ex: RunExit, step: int, stop_reason: str, best: dict[str, 
         inside(out, "model"), inside(out, "adapter")
         try:
             return save_model(run.parts.inner.model, run.tokenizer, out, base_name=cfg.model.name,
-                              merge=cfg.model.merge, state_dict=state_dict)
+                              merge=cfg.model.merge, state_dict=state_dict, dtype=DTYPES[cfg.model.dtype])
         except Exception as e:
             if is_write_error(e):
                 raise write_error(f"the model to {out / 'model'}", e) from None

@@ -84,6 +84,25 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg: Any, fused: bool
     )
 
 
+def master_weights(model: Any, mixed_precision: str, device: str) -> str:
+    """Full fine-tuning of half-precision weights: train an fp32 copy of them under autocast to
+    their dtype (fp32 master weights), and return the autocast to use (train.mixed_precision, or
+    the weights' own dtype when that is `no`). Trained in their own dtype, an update of lr 2e-6
+    against bfloat16 weights of 1e-3..5e-2 rounds away: the run would train almost nothing. The
+    saved model goes back to model.dtype. float16 weights on a CPU train and run in fp32 (CPU has
+    no fp16 autocast with loss scaling)."""
+    dtype = next(model.parameters()).dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        return mixed_precision
+    model.float()
+    if mixed_precision != "no":
+        return mixed_precision
+    if dtype == torch.bfloat16:
+        return "bf16"
+    gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return "fp16" if gpu else "no"
+
+
 def prepare_policy(
     accelerator: Any, model: Any, objective: Objective, batcher: StepBatcher, train: TrainConfig, *,
     schedule: Callable[[Any], Any] | None = None, fused: bool | None = None,
@@ -108,7 +127,7 @@ def prepare_policy(
     # LoRA: the policy with adapters disabled. Full fine-tune: one frozen copy in compute dtype,
     # taken before the engine shards the policy, then prepared (sharded) like it.
     reference = (
-        Reference.build(model, COMPUTE_DTYPES.get(train.mixed_precision)) if objective.needs_reference else None
+        Reference.build(model, COMPUTE_DTYPES.get(accelerator.mixed_precision)) if objective.needs_reference else None
     )
     configure_engine(accelerator, batch_size=train.batch_size, max_grad_norm=train.max_grad_norm)
     policy, optimizer = accelerator.prepare(policy, optimizer)
@@ -122,7 +141,7 @@ def prepare_policy(
     parts = StepParts(
         accelerator, policy, inner, objective, reference_forward(accelerator, policy, inner, reference), batcher,
         params, optimizer, reference, grad_accum=train.grad_accum, max_grad_norm=train.max_grad_norm,
-        trace_gradients=train.mixed_precision != "fp16",
+        trace_gradients=accelerator.mixed_precision != "fp16",
     )
     return parts, scheduler
 
@@ -180,10 +199,12 @@ def setup(
     for e in forget_enc + retain_enc:
         report.add(e)
 
+    mixed_precision = cfg.train.mixed_precision
     if cfg.model.lora is not None:
         model = add_lora(model, cfg.model.lora)
     else:
         model.requires_grad_(True)
+        mixed_precision = master_weights(model, mixed_precision, cfg.train.device)
     # Terms such as rmu read a decoder layer's output and train only some layers: resolve them now.
     objective.bind(model)
     objective.restrict_trainable(model)
@@ -192,7 +213,7 @@ def setup(
     cfg.objective = objective.to_config()
 
     accelerator = Accelerator(
-        mixed_precision=cfg.train.mixed_precision,
+        mixed_precision=mixed_precision,
         # On a machine without a GPU, `auto` must say cpu: otherwise accelerate ignores the
         # processes torchrun started and each one trains alone (and they overwrite each other).
         cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
