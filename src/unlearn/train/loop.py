@@ -121,10 +121,12 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
         while step < max_steps:
             ex.step = step
             t0 = time.time()
+            lr = parts.optimizer.param_groups[0]["lr"]  # the one this step applies (logged as such)
             result = train_step(parts, step, lambda: ex.stop is not None and ex.stop.requested)
             if result.nonfinite:
-                nonfinite_run += 1
-                _report_nonfinite(run, step, result.nonfinite, nonfinite_run)
+                if not result.scaler_skipped:
+                    nonfinite_run += 1
+                    _report_nonfinite(run, step, result.nonfinite, nonfinite_run)
                 step += 1
                 with warnings_.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
                     warnings_.simplefilter("ignore", UserWarning)
@@ -142,7 +144,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
                 "step": step,
                 "loss": result.values["loss"],
                 **{k: v for k, v in result.values.items() if k != "loss"},
-                "lr": run.scheduler.get_last_lr()[0],
+                "lr": lr,
                 "grad_norm": result.grad_norm,
                 "tokens": result.tokens,
                 "seconds": round(time.time() - t0, 4),
