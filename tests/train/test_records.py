@@ -117,3 +117,77 @@ def test_the_log_writes_nonfinite_values_as_null(tmp_path):
         {"step": 1, "loss": 1.0, "forget_nll": None, "grad_norm": 0.5, "eval": {"score": None, "leak": 0.25}},
         {"step": 2, "loss": None, "grad_norm": None, "skipped": True},
     ]
+
+
+# ---- B: the stopping rule's state survives --resume ---------------------------------------------
+
+
+def test_a_resumed_run_stops_where_the_uninterrupted_one_did(tmp_path, data_files):
+    """The forget-NLL rule counts from the step the NLL crossed the threshold; a run resumed after
+    that step must keep counting from there, not start again at the resumed step."""
+    train_cfg = {"lr": 1e-3, "max_steps": 80, "scheduler": "constant", "stop_forget_nll": 5.9,
+                 "continue_factor": 1.0, "save_every": 1, "keep_last": 1}
+    whole = run(run_config(tmp_path, data_files, "whole", objective={"ga": 1.0}, train=train_cfg))
+    log = strict_log(tmp_path / "whole")
+    assert whole.stop_reason.startswith("forget NLL above 5.9 since step ")
+    crossed = int(whole.stop_reason.rsplit(" ", 1)[1])
+    assert 2 <= crossed and whole.steps == 2 * crossed < 80
+    assert all(r["forget_nll"] > 5.9 for r in log[crossed - 1:])
+
+    # The same run cut one step before its stop: its last checkpoint is after the crossing.
+    path = run_config(tmp_path, data_files, "cut", objective={"ga": 1.0}, train=train_cfg)
+    assert run(path, f"train.max_steps={whole.steps - 1}").steps == whole.steps - 1
+    resumed = run(path, resume=True)
+    assert (resumed.steps, resumed.stop_reason) == (whole.steps, whole.stop_reason)
+    assert [r["loss"] for r in strict_log(tmp_path / "cut")] == [r["loss"] for r in log]
+    cut, full = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("cut", "whole"))
+    assert cut["trained_examples"] == full["trained_examples"]  # counts continue across --resume
+
+
+# ---- E: which forget examples the run trained on -------------------------------------------------
+
+
+def example_hash(prompt: str, response: str) -> str:
+    """The lead's format, computed here independently of unlearn.data.records."""
+    return hashlib.sha256((prompt + "\x00" + response).encode("utf-8")).hexdigest()[:16]
+
+
+def test_run_json_records_the_forget_examples_the_batcher_served(tmp_path, monkeypatch):
+    """3 steps x 2 micro-batches x 2 rows over 5 forget examples: the run crosses an epoch inside
+    a step, so an example can occur twice in one step (one step that used it)."""
+    from unlearn.data import StepBatcher
+
+    forget = [(f"Question {i} about Elena Marsh?", f"Answer {i}.") for i in range(5)]
+    files = {"forget": write_jsonl(tmp_path / "forget.jsonl", forget),
+             "retain": write_jsonl(tmp_path / "retain.jsonl", RETAIN)}
+    served: dict[int, list[int]] = {}  # micro-batch index -> forget example of each forget row
+    original = StepBatcher.batch
+
+    def spy(self, index):
+        batch = original(self, index)
+        rows = batch.input_ids[batch.segments["forget"]]
+        masks = batch.attention_mask[batch.segments["forget"]]
+        by_ids = {tuple(e.ids): i for i, e in enumerate(self.forget)}
+        served[index] = [by_ids[tuple(r[m.bool()].tolist())] for r, m in zip(rows, masks)]
+        return batch
+
+    monkeypatch.setattr(StepBatcher, "batch", spy)
+    path = run_config(tmp_path, files, train={"max_steps": 3, "batch_size": 2, "grad_accum": 2})
+    run(path)
+    expected: dict[str, int] = {}
+    for step in range(3):
+        used = [i for micro in (2 * step, 2 * step + 1) for i in served[micro]]
+        assert len(used) == 4
+        for i in dict.fromkeys(used):  # once per step, in order of first use
+            h = example_hash(*forget[i])
+            expected[h] = expected.get(h, 0) + 1
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["trained_examples"]
+    assert recorded == {"forget": {"total": 5, "seen": [[h, n] for h, n in expected.items()]}}
+    assert sum(n for _, n in recorded["forget"]["seen"]) < 12  # some step used an example twice
+
+
+def test_example_hash_is_the_shared_format():
+    from unlearn.data.records import example_hash as shipped
+
+    for prompt, response in FORGET + [("", ""), ("é\x00", "ü")]:
+        assert shipped(prompt, response) == example_hash(prompt, response)

@@ -50,11 +50,12 @@ class RunResult:
 class ForgetNllStop:
     """Stop once the forget NLL per token has exceeded `threshold` and stayed above it for a further
     `factor` x the steps it took to get there (the paper: keep unlearning 3-5x longer after the
-    forget loss jumps). Dropping back below the threshold restarts the count."""
+    forget loss jumps). Dropping back below the threshold restarts the count. crossed_at: the step
+    it crossed at, kept in checkpoints so that a resumed run stops where an uninterrupted one does."""
 
-    def __init__(self, threshold: float, factor: float):
+    def __init__(self, threshold: float, factor: float, crossed_at: int | None = None):
         self.threshold, self.factor = threshold, factor
-        self.crossed_at: int | None = None
+        self.crossed_at = crossed_at
 
     def update(self, step: int, forget_nll: float) -> bool:
         if forget_nll > self.threshold:
@@ -98,7 +99,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
     cfg, parts, accelerator, console = run.cfg, run.parts, run.accelerator, run.console
     max_steps = cfg.train.max_steps
     stopper = (
-        ForgetNllStop(cfg.train.stop_forget_nll, cfg.train.continue_factor)
+        ForgetNllStop(cfg.train.stop_forget_nll, cfg.train.continue_factor, run.resumed_loop.get("stop_crossed_at"))
         if cfg.train.stop_forget_nll is not None and "forget" in run.segments
         else None
     )
@@ -106,6 +107,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
     progress = Progress(console, max_steps, run.start_step, title) if run.main else None
     log = TrainLog(run.log_path, cfg.train.log_every) if run.main else None
     nonfinite_run = 0
+    skipped: list[int] = list(run.resumed_loop.get("skipped_steps", []))  # 0-based steps not applied
     stop_reason = "max_steps"
     last: dict[str, Any] = {}
     step = run.start_step
@@ -115,7 +117,8 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
     def checkpoint() -> None:
         on_main(accelerator, lambda: save_checkpoint(
             run.out, step, parts.inner.model, parts.optimizer, run.scheduler, cfg.train.keep_last,
-            {**run.data_position, "micro_batch_index": step * cfg.train.grad_accum}))
+            {**run.data_position, "micro_batch_index": step * cfg.train.grad_accum},
+            {"stop_crossed_at": stopper.crossed_at if stopper is not None else None, "skipped_steps": skipped}))
 
     try:
         while step < max_steps:
@@ -127,6 +130,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
                 if not result.scaler_skipped:
                     nonfinite_run += 1
                     _report_nonfinite(run, step, result.nonfinite, nonfinite_run)
+                skipped.append(step)
                 step += 1
                 with warnings_.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
                     warnings_.simplefilter("ignore", UserWarning)
@@ -175,7 +179,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
         if log is not None:
             log.close()
     ex.step = step
-    return _finish(run, ex, step, stop_reason, best, last)
+    return _finish(run, ex, step, stop_reason, best, last, trained_examples(run, step, skipped))
 
 
 def _report_nonfinite(run: Run, step: int, bad: list[str], in_a_row: int) -> None:
@@ -214,8 +218,18 @@ def _evaluate(evaluator: Evaluator, run: Run, step: int, record: dict[str, Any],
     return best
 
 
+def trained_examples(run: Run, steps: int, skipped: list[int]) -> dict[str, Any]:
+    """run.json's `trained_examples`: the forget examples the applied steps among the first
+    `steps` used, by example_hash, in order of first use, with how many optimizer steps used each.
+    Recomputed from the batcher (batches are a pure function of the step), so a resumed run counts
+    the steps before its checkpoint too."""
+    applied = sorted(set(range(steps)) - set(skipped))
+    use = run.parts.batcher.forget_use(applied, run.cfg.train.grad_accum)
+    return {"forget": {"total": len(run.forget_hashes), "seen": [[run.forget_hashes[i], n] for i, n in use]}}
+
+
 def _finish(run: Run, ex: RunExit, step: int, stop_reason: str, best: dict[str, Any] | None,
-            last: dict[str, Any]) -> RunResult:
+            last: dict[str, Any], trained: dict[str, Any]) -> RunResult:
     """Save the model (gathered from every rank under FSDP/ZeRO-3) and mark run.json done."""
     cfg, out, accelerator = run.cfg, run.out, run.accelerator
     state_dict = full_state_dict(accelerator, run.parts.policy)
@@ -234,7 +248,7 @@ def _finish(run: Run, ex: RunExit, step: int, stop_reason: str, best: dict[str, 
     assert ex.manifest is not None
     ex.manifest.update(
         status="done", steps=step, stop_reason=stop_reason, seconds=round(time.time() - run.t_start, 2),
-        outputs=written, **({"best": best} if best is not None else {}),
+        outputs=written, trained_examples=trained, **({"best": best} if best is not None else {}),
     )
     if run.main:
         run.console.print(f"[green]Done[/green] after {step} steps ({stop_reason}). Model: {out / 'model'}")

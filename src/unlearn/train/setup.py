@@ -23,6 +23,7 @@ from unlearn.config import Config, TrainConfig
 from unlearn.data import Encoder, StepBatcher, TruncationReport, encode_examples, load_source, split_examples
 from unlearn.data.batch import FROM_FORGET
 from unlearn.data.checks import data_warnings
+from unlearn.data.records import example_hash
 from unlearn.data.refusals import REFUSALS
 from unlearn.distributed import (
     check_engine_options, configure_engine, engine, make_shardable, reference_forward, sharded,
@@ -32,7 +33,7 @@ from unlearn.files import check_free_space, inside, refuse_dangerous_overwrite, 
 from unlearn.models import Reference, ResponseLM, add_lora, load_model
 from unlearn.objective import Objective
 from unlearn.runstate import Manifest, run_status
-from unlearn.train.checkpoint import check_resume_config, latest_checkpoint, load_checkpoint
+from unlearn.train.checkpoint import check_resume_config, latest_checkpoint, load_checkpoint, loop_state
 from unlearn.train.exits import RunExit
 from unlearn.train.outputs import check_output_dir, output_bytes, run_inputs
 from unlearn.train.progress import print_plan, truncate_log
@@ -62,6 +63,8 @@ class Run:
     start_step: int  # 0, or the step of the checkpoint resumed from
     best: dict[str, Any] | None  # train.keep_best: the best evaluation so far (resumed from best.json)
     t_start: float
+    forget_hashes: list[str]  # example_hash of each forget example the batcher draws from (its index)
+    resumed_loop: dict[str, Any]  # the loop's state in the checkpoint resumed from ({} when none)
 
 
 def resolve_config(cfg: Config, finetune: bool) -> tuple[Config, Objective]:
@@ -261,6 +264,7 @@ def setup(
     ))
     inner = parts.inner
     start_step = 0
+    resumed_loop: dict[str, Any] = {}
     log_path = inside(out, "train_log.jsonl")
     data_position = {"seed": cfg.seed, "global_batch": global_batch, "grad_accum": cfg.train.grad_accum}
     if resume:
@@ -269,6 +273,7 @@ def setup(
             console.print(f"No complete checkpoint in {out / 'checkpoints'}: starting again from step 0")
         else:
             start_step = load_checkpoint(ckpt, inner.model, parts.optimizer, scheduler, data_position)
+            resumed_loop = loop_state(ckpt)
             console.print(f"Resuming from {ckpt} (step {start_step})")
         if main:
             truncate_log(log_path, start_step)
@@ -293,8 +298,9 @@ def setup(
             console.print(f"[yellow]warning: {text}[/yellow]")
     best_file = out / "best" / "best.json"
     best = json.loads(best_file.read_text()) if resume and cfg.train.keep_best and best_file.exists() else None
+    forget_hashes = [example_hash(e.prompt, e.response) for e in forget] if forget and need_forget else []
     return Run(cfg, finetune, console, out, log_path, accelerator, main, parts, scheduler, tokenizer, segments,
-               data_position, start_step, best, t_start)
+               data_position, start_step, best, t_start, forget_hashes, resumed_loop)
 
 
 def _load_data(cfg: Config, objective: Objective, finetune: bool) -> tuple[list | None, list | None, list[str]]:
