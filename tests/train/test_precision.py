@@ -64,3 +64,15 @@ def test_the_reference_copy_stays_in_the_model_dtype(tmp_path, data_files, monke
     r = CliRunner().invoke(app, ["run", str(write_config(tmp_path / "c.yaml", cfg))])
     assert r.exit_code == 0, r.output
     assert seen == {"reference": {torch.bfloat16}, "policy": {torch.float32}}
+
+
+def test_runs_with_different_autocast_follow_each_other_in_one_process(tmp_path, data_files):
+    """A bf16 full fine-tune autocasts to bf16 (accelerate's process-wide state): an fp32 run after it
+    in the same process must still start (accelerate refused a second mixed precision)."""
+    from unlearn.config import load_config
+    from unlearn.train import train
+
+    for name, dtype in (("a", "bfloat16"), ("b", "float32"), ("c", "bfloat16")):
+        cfg = tiny_config(tmp_path, data_files, model={"name": "tiny-random-llama", "dtype": dtype},
+                          train={"max_steps": 1}, output_dir=str(tmp_path / name))
+        assert train(load_config(write_config(tmp_path / f"{name}.yaml", cfg))).steps == 1

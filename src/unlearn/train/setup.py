@@ -26,7 +26,7 @@ from unlearn.data.checks import data_warnings
 from unlearn.data.records import example_hash
 from unlearn.data.refusals import REFUSALS
 from unlearn.distributed import (
-    check_engine_options, configure_engine, engine, make_shardable, reference_forward, sharded,
+    check_engine_options, configure_engine, engine, make_shardable, new_accelerator, reference_forward, sharded,
 )
 from unlearn.errors import UnlearnError
 from unlearn.files import check_free_space, inside, refuse_dangerous_overwrite, remove_stale_temps, write_text_atomic
@@ -154,7 +154,6 @@ def setup(
     evaluator: Any,
 ) -> Run:
     """Validate everything, then write the output folder's first files and prepare the run."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from rich.console import Console
     from transformers import get_scheduler
@@ -215,8 +214,8 @@ def setup(
         cfg.train.lr = DEFAULT_LR_LORA if cfg.model.lora is not None else DEFAULT_LR_FULL
     cfg.objective = objective.to_config()
 
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision,
+    accelerator = new_accelerator(
+        mixed_precision,
         # On a machine without a GPU, `auto` must say cpu: otherwise accelerate ignores the
         # processes torchrun started and each one trains alone (and they overwrite each other).
         cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
