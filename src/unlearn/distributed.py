@@ -24,6 +24,21 @@ import torch
 from unlearn.errors import UnlearnError
 
 
+def new_accelerator(mixed_precision: str, cpu: bool) -> Any:
+    """The run's Accelerator. accelerate keeps its settings in a process-wide singleton that refuses
+    a different mixed precision later in the same process: a second run there (the Python API, a
+    test session) whose autocast differs, e.g. a bf16 full fine-tune after an fp32 one
+    (train.setup.master_weights), would fail. Such settings are cleared first; the process group
+    (PartialState) is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
 def engine(accelerator: Any) -> str:
     """'single', 'ddp', 'fsdp' or 'deepspeed'."""
     from accelerate.utils import DistributedType

@@ -9,7 +9,7 @@ their slice of the same global batch see exactly what one process with the whole
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 
@@ -158,6 +158,21 @@ class StepBatcher:
             g = _generator(self.seed, _STREAM_IDS["refusal"], index)
             out["refusal"] = self._mine(torch.randint(len(self.refusals), (global_b,), generator=g).tolist())
         return out
+
+    def forget_use(self, steps: Iterable[int], grad_accum: int = 1) -> list[tuple[int, int]]:
+        """Which forget examples the optimizer steps `steps` (0-based) used, all processes
+        together, in order of first use: [(example index, steps that used it)]. A step is its
+        grad_accum micro-batches; an example in several rows of one step counts once. Forget
+        examples also give the prompts of mismatch and refusal rows: those count as uses too."""
+        if not any(s in self.segments for s in FROM_FORGET):
+            return []
+        global_b = self.batch_size * self.world_size
+        times: dict[int, int] = {}
+        for step in steps:
+            start = step * grad_accum * global_b
+            for i in dict.fromkeys(self._forget_stream.take(start, grad_accum * global_b)):
+                times[i] = times.get(i, 0) + 1
+        return list(times.items())
 
     def batch(self, index: int) -> Batch:
         idx = self.indices(index)

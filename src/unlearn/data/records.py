@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -27,6 +28,13 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
     # Where it came from ("forget.jsonl line 12"), for messages about it later (templating, checks).
     where: str = field(default="", compare=False, repr=False)
+
+
+def example_hash(prompt: str, response: str) -> str:
+    """An example's identity across files and runs: the first 16 hex digits of
+    sha256(prompt + NUL + response) in UTF-8. run.json's `trained_examples` lists forget examples
+    by it; evaluation uses it to tell which examples a run trained on."""
+    return hashlib.sha256((prompt + "\x00" + response).encode("utf-8")).hexdigest()[:16]
 
 
 def _first_line(e: Exception) -> str:

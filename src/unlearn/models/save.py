@@ -14,18 +14,24 @@ from unlearn.models.load import is_peft
 
 def save_model(
     model: Any, tokenizer: Any, folder: Path, *, base_name: str, merge: bool,
-    state_dict: dict[str, torch.Tensor] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None, dtype: torch.dtype | None = None,
 ) -> dict[str, str]:
     """Save the result under `folder` atomically (written next to it, then renamed into place).
 
     Full fine-tune: folder/model. LoRA: folder/model holds the adapter, or the merged model when
     `merge` (the adapter then goes to folder/adapter). `state_dict`: the weights to save when the
     model's own are sharded across processes (FSDP, ZeRO-3). A failed write leaves no partial
-    folder behind. Returns {kind: path} of what was written.
+    folder behind. Returns {kind: path} of what was written. `dtype`: the dtype a full model's
+    floating-point weights are saved in (a model trained with fp32 master weights goes back to the
+    dtype it was loaded in); None keeps theirs.
     """
     from unlearn.files import replace_dir
 
     written: dict[str, str] = {}
+    if dtype is not None and not is_peft(model):
+        weights = model.state_dict() if state_dict is None else state_dict
+        if any(t.is_floating_point() and t.dtype != dtype for t in weights.values()):
+            state_dict = {k: t.to(dtype) if t.is_floating_point() else t for k, t in weights.items()}
     extra = {} if state_dict is None else {"state_dict": state_dict}
 
     def atomic(name: str, write: Callable[[Path], None]) -> None:

@@ -12,11 +12,11 @@
 from unlearn.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from unlearn.train.loop import ForgetNllStop, RunResult, train
 from unlearn.train.outputs import check_output_dir, run_inputs
-from unlearn.train.setup import DEFAULT_LR_FULL, DEFAULT_LR_LORA, make_optimizer, prepare_policy
+from unlearn.train.setup import DEFAULT_LR_FULL, DEFAULT_LR_LORA, make_optimizer, master_weights, prepare_policy
 from unlearn.train.step import StepParts, StepResult, forward_objective, train_step
 
 __all__ = [
     "DEFAULT_LR_FULL", "DEFAULT_LR_LORA", "ForgetNllStop", "RunResult", "StepParts", "StepResult",
-    "check_output_dir", "forward_objective", "latest_checkpoint", "load_checkpoint", "make_optimizer",
+    "check_output_dir", "forward_objective", "latest_checkpoint", "load_checkpoint", "make_optimizer", "master_weights",
     "prepare_policy", "run_inputs", "save_checkpoint", "train", "train_step",
 ]

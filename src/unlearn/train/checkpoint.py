@@ -57,20 +57,22 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
 
 def save_checkpoint(
     folder: Path, step: int, model: Any, optimizer: Any, scheduler: Any, keep_last: int,
-    data: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None, loop: dict[str, Any] | None = None,
 ) -> Path:
     """Write checkpoints/step-N atomically (a temp folder, flushed to disk, renamed into place).
 
     A failed write (full disk) removes the temp folder, keeps the older checkpoints and raises an
     UnlearnError. `data` records the data position (the batches are a pure function of the seed
-    and the micro-batch index, so the position is all the sampler state there is).
+    and the micro-batch index, so the position is all the sampler state there is). `loop`: the
+    training loop's own state (JSON values: the stopping rule's, the skipped steps), which
+    loop_state() gives back.
     """
     root = inside(folder, "checkpoints")
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}-{uuid.uuid4().hex[:8]}"
     try:
-        _write_checkpoint(tmp, step, model, optimizer, scheduler, data)
+        _write_checkpoint(tmp, step, model, optimizer, scheduler, data, loop)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_write_error(e):
@@ -83,7 +85,8 @@ def save_checkpoint(
 
 
 def _write_checkpoint(
-    tmp: Path, step: int, model: Any, optimizer: Any, scheduler: Any, data: dict[str, Any] | None
+    tmp: Path, step: int, model: Any, optimizer: Any, scheduler: Any, data: dict[str, Any] | None,
+    loop: dict[str, Any] | None,
 ) -> None:
     from safetensors.torch import save_file
 
@@ -105,7 +108,7 @@ def _write_checkpoint(
     write_json_atomic(
         tmp / "state.json",
         {"step": step, "param_groups": opt["param_groups"], "optimizer_scalars": opt_meta,
-         "scheduler": sched, "rng": rng_meta, "data": data or {}},
+         "scheduler": sched, "rng": rng_meta, "data": data or {}, "loop": loop or {}},
     )
     for f in tmp.iterdir():
         fsync_path(f)
@@ -116,6 +119,18 @@ def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint of the run in `folder` (one with its state.json), or None."""
     done = [p for p in sorted((folder / "checkpoints").glob("step-*")) if (p / "state.json").exists()]
     return done[-1] if done else None
+
+
+def loop_state(path: Path) -> dict[str, Any]:
+    """The training loop's state saved in checkpoint `path` ({} for a checkpoint without one)."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UnlearnError(
+            f"checkpoint {path} cannot be read ({one_line(e)}); delete it to resume from the one before"
+        ) from None
+    loop = state.get("loop") if isinstance(state, dict) else None
+    return loop if isinstance(loop, dict) else {}
 
 
 def load_checkpoint(

@@ -25,7 +25,7 @@ from unlearn.config import Config
 from unlearn.distributed import full_state_dict, on_main
 from unlearn.errors import UnlearnError
 from unlearn.files import inside, is_write_error, write_error
-from unlearn.models import save_model
+from unlearn.models import DTYPES, save_model
 from unlearn.runstate import GracefulStop
 from unlearn.train.checkpoint import latest_checkpoint, save_checkpoint, write_json_atomic
 from unlearn.train.exits import RunExit, guarded, interrupt
@@ -50,11 +50,12 @@ class RunResult:
 class ForgetNllStop:
     """Stop once the forget NLL per token has exceeded `threshold` and stayed above it for a further
     `factor` x the steps it took to get there (the paper: keep unlearning 3-5x longer after the
-    forget loss jumps). Dropping back below the threshold restarts the count."""
+    forget loss jumps). Dropping back below the threshold restarts the count. crossed_at: the step
+    it crossed at, kept in checkpoints so that a resumed run stops where an uninterrupted one does."""
 
-    def __init__(self, threshold: float, factor: float):
+    def __init__(self, threshold: float, factor: float, crossed_at: int | None = None):
         self.threshold, self.factor = threshold, factor
-        self.crossed_at: int | None = None
+        self.crossed_at = crossed_at
 
     def update(self, step: int, forget_nll: float) -> bool:
         if forget_nll > self.threshold:
@@ -98,7 +99,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
     cfg, parts, accelerator, console = run.cfg, run.parts, run.accelerator, run.console
     max_steps = cfg.train.max_steps
     stopper = (
-        ForgetNllStop(cfg.train.stop_forget_nll, cfg.train.continue_factor)
+        ForgetNllStop(cfg.train.stop_forget_nll, cfg.train.continue_factor, run.resumed_loop.get("stop_crossed_at"))
         if cfg.train.stop_forget_nll is not None and "forget" in run.segments
         else None
     )
@@ -106,6 +107,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
     progress = Progress(console, max_steps, run.start_step, title) if run.main else None
     log = TrainLog(run.log_path, cfg.train.log_every) if run.main else None
     nonfinite_run = 0
+    skipped: list[int] = list(run.resumed_loop.get("skipped_steps", []))  # 0-based steps not applied
     stop_reason = "max_steps"
     last: dict[str, Any] = {}
     step = run.start_step
@@ -115,16 +117,20 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
     def checkpoint() -> None:
         on_main(accelerator, lambda: save_checkpoint(
             run.out, step, parts.inner.model, parts.optimizer, run.scheduler, cfg.train.keep_last,
-            {**run.data_position, "micro_batch_index": step * cfg.train.grad_accum}))
+            {**run.data_position, "micro_batch_index": step * cfg.train.grad_accum},
+            {"stop_crossed_at": stopper.crossed_at if stopper is not None else None, "skipped_steps": skipped}))
 
     try:
         while step < max_steps:
             ex.step = step
             t0 = time.time()
+            lr = parts.optimizer.param_groups[0]["lr"]  # the one this step applies (logged as such)
             result = train_step(parts, step, lambda: ex.stop is not None and ex.stop.requested)
             if result.nonfinite:
-                nonfinite_run += 1
-                _report_nonfinite(run, step, result.nonfinite, nonfinite_run)
+                if not result.scaler_skipped:
+                    nonfinite_run += 1
+                    _report_nonfinite(run, step, result.nonfinite, nonfinite_run)
+                skipped.append(step)
                 step += 1
                 with warnings_.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
                     warnings_.simplefilter("ignore", UserWarning)
@@ -142,7 +148,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
                 "step": step,
                 "loss": result.values["loss"],
                 **{k: v for k, v in result.values.items() if k != "loss"},
-                "lr": run.scheduler.get_last_lr()[0],
+                "lr": lr,
                 "grad_norm": result.grad_norm,
                 "tokens": result.tokens,
                 "seconds": round(time.time() - t0, 4),
@@ -173,7 +179,7 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
         if log is not None:
             log.close()
     ex.step = step
-    return _finish(run, ex, step, stop_reason, best, last)
+    return _finish(run, ex, step, stop_reason, best, last, trained_examples(run, step, skipped))
 
 
 def _report_nonfinite(run: Run, step: int, bad: list[str], in_a_row: int) -> None:
@@ -205,14 +211,25 @@ def _evaluate(evaluator: Evaluator, run: Run, step: int, record: dict[str, Any],
     if cfg.train.keep_best and (best is None or values["score"] > best["score"]):
         (run.out / "best").mkdir(exist_ok=True)
         # The adapter only for LoRA: merging here would change the model being trained.
-        save_model(model, run.tokenizer, run.out / "best", base_name=cfg.model.name, merge=False)
+        save_model(model, run.tokenizer, run.out / "best", base_name=cfg.model.name, merge=False,
+                   dtype=DTYPES[cfg.model.dtype])
         best = {"step": step, **values}
         write_json_atomic(run.out / "best" / "best.json", best)
     return best
 
 
+def trained_examples(run: Run, steps: int, skipped: list[int]) -> dict[str, Any]:
+    """run.json's `trained_examples`: the forget examples the applied steps among the first
+    `steps` used, by example_hash, in order of first use, with how many optimizer steps used each.
+    Recomputed from the batcher (batches are a pure function of the step), so a resumed run counts
+    the steps before its checkpoint too."""
+    applied = sorted(set(range(steps)) - set(skipped))
+    use = run.parts.batcher.forget_use(applied, run.cfg.train.grad_accum)
+    return {"forget": {"total": len(run.forget_hashes), "seen": [[run.forget_hashes[i], n] for i, n in use]}}
+
+
 def _finish(run: Run, ex: RunExit, step: int, stop_reason: str, best: dict[str, Any] | None,
-            last: dict[str, Any]) -> RunResult:
+            last: dict[str, Any], trained: dict[str, Any]) -> RunResult:
     """Save the model (gathered from every rank under FSDP/ZeRO-3) and mark run.json done."""
     cfg, out, accelerator = run.cfg, run.out, run.accelerator
     state_dict = full_state_dict(accelerator, run.parts.policy)
@@ -221,7 +238,7 @@ def _finish(run: Run, ex: RunExit, step: int, stop_reason: str, best: dict[str, 
         inside(out, "model"), inside(out, "adapter")
         try:
             return save_model(run.parts.inner.model, run.tokenizer, out, base_name=cfg.model.name,
-                              merge=cfg.model.merge, state_dict=state_dict)
+                              merge=cfg.model.merge, state_dict=state_dict, dtype=DTYPES[cfg.model.dtype])
         except Exception as e:
             if is_write_error(e):
                 raise write_error(f"the model to {out / 'model'}", e) from None
@@ -231,7 +248,7 @@ def _finish(run: Run, ex: RunExit, step: int, stop_reason: str, best: dict[str, 
     assert ex.manifest is not None
     ex.manifest.update(
         status="done", steps=step, stop_reason=stop_reason, seconds=round(time.time() - run.t_start, 2),
-        outputs=written, **({"best": best} if best is not None else {}),
+        outputs=written, trained_examples=trained, **({"best": best} if best is not None else {}),
     )
     if run.main:
         run.console.print(f"[green]Done[/green] after {step} steps ({stop_reason}). Model: {out / 'model'}")

@@ -9,6 +9,7 @@ from typing import Any
 from unlearn.config import Config
 from unlearn.errors import UnlearnError
 from unlearn.files import check_writable, estimate_output_bytes, inside
+from unlearn.models import DTYPES
 
 
 def check_output_dir(path: Path, *, overwrite: bool, resume: bool) -> None:
@@ -50,7 +51,8 @@ def output_bytes(cfg: Config, model: Any) -> tuple[int, str]:
     """(bytes, description) the run will write; see estimate_output_bytes."""
     params = list(model.parameters())
     trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
-    whole = sum(p.numel() * p.element_size() for p in params)
+    # The model is saved in model.dtype, also when it trained in fp32 (setup.master_weights).
+    whole = sum(p.numel() for p in params) * DTYPES[cfg.model.dtype].itemsize
     checkpoints = cfg.train.keep_last + 1 if cfg.train.save_every else 0
     return estimate_output_bytes(trainable, whole, lora=cfg.model.lora is not None,
                                  merge=cfg.model.merge, checkpoints=checkpoints)

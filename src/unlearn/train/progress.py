@@ -4,6 +4,7 @@ train_log.jsonl (one line every train.log_every steps)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ class TrainLog:
     one step's record. A line is also written at the last step and whenever `flush` is asked
     (the loop asks at a checkpoint, an evaluation, a stop and before a skipped step), so that a
     resumed run, which keeps the lines up to its checkpoint (truncate_log), loses no step. A
-    skipped step always has its own line: {"step", "skipped": true, "nonfinite": [...]}.
+    skipped step always has its own line: {"step", "skipped": true, "nonfinite": [...]}. Every line
+    is strict JSON: a value that is not finite is written as null (json_line).
     """
 
     def __init__(self, path: Path, every: int):
@@ -59,8 +61,27 @@ class TrainLog:
         self.file.close()
 
     def _write(self, line: dict[str, Any]) -> None:
-        self.file.write(json.dumps(line) + "\n")
+        self.file.write(json_line(line) + "\n")
         self.file.flush()
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One log line as strict JSON: a non-finite number (which json.dumps would write as NaN or
+    Infinity, which JSON readers refuse) is written as null, and a line whose loss or grad_norm is
+    not finite is marked skipped (the loop never applies such a step)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    line = clean(record)
+    if any(isinstance(record.get(k), float) and line.get(k) is None for k in ("loss", "grad_norm")):
+        line["skipped"] = True
+    return json.dumps(line, allow_nan=False)
 
 
 def merge_records(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -86,7 +107,7 @@ def truncate_log(path: Path, step: int) -> None:
     writes the later ones again. A line torn by a kill is dropped. Rewritten atomically."""
     if not path.exists():
         return
-    keep = [json.dumps(rec) for rec in iter_log(path) if rec["step"] <= step]
+    keep = [json_line(rec) for rec in iter_log(path) if rec["step"] <= step]
     write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 

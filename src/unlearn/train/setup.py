@@ -23,16 +23,17 @@ from unlearn.config import Config, TrainConfig
 from unlearn.data import Encoder, StepBatcher, TruncationReport, encode_examples, load_source, split_examples
 from unlearn.data.batch import FROM_FORGET
 from unlearn.data.checks import data_warnings
+from unlearn.data.records import example_hash
 from unlearn.data.refusals import REFUSALS
 from unlearn.distributed import (
-    check_engine_options, configure_engine, engine, make_shardable, reference_forward, sharded,
+    check_engine_options, configure_engine, engine, make_shardable, new_accelerator, reference_forward, sharded,
 )
 from unlearn.errors import UnlearnError
 from unlearn.files import check_free_space, inside, refuse_dangerous_overwrite, remove_stale_temps, write_text_atomic
 from unlearn.models import Reference, ResponseLM, add_lora, load_model
 from unlearn.objective import Objective
 from unlearn.runstate import Manifest, run_status
-from unlearn.train.checkpoint import check_resume_config, latest_checkpoint, load_checkpoint
+from unlearn.train.checkpoint import check_resume_config, latest_checkpoint, load_checkpoint, loop_state
 from unlearn.train.exits import RunExit
 from unlearn.train.outputs import check_output_dir, output_bytes, run_inputs
 from unlearn.train.progress import print_plan, truncate_log
@@ -62,6 +63,8 @@ class Run:
     start_step: int  # 0, or the step of the checkpoint resumed from
     best: dict[str, Any] | None  # train.keep_best: the best evaluation so far (resumed from best.json)
     t_start: float
+    forget_hashes: list[str]  # example_hash of each forget example the batcher draws from (its index)
+    resumed_loop: dict[str, Any]  # the loop's state in the checkpoint resumed from ({} when none)
 
 
 def resolve_config(cfg: Config, finetune: bool) -> tuple[Config, Objective]:
@@ -82,6 +85,25 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg: Any, fused: bool
         params, lr=train_cfg.lr, betas=tuple(train_cfg.betas), weight_decay=train_cfg.weight_decay,
         fused=fused or None,
     )
+
+
+def master_weights(model: Any, mixed_precision: str, device: str) -> str:
+    """Full fine-tuning of half-precision weights: train an fp32 copy of them under autocast to
+    their dtype (fp32 master weights), and return the autocast to use (train.mixed_precision, or
+    the weights' own dtype when that is `no`). Trained in their own dtype, an update of lr 2e-6
+    against bfloat16 weights of 1e-3..5e-2 rounds away: the run would train almost nothing. The
+    saved model goes back to model.dtype. float16 weights on a CPU train and run in fp32 (CPU has
+    no fp16 autocast with loss scaling)."""
+    dtype = next(model.parameters()).dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        return mixed_precision
+    model.float()
+    if mixed_precision != "no":
+        return mixed_precision
+    if dtype == torch.bfloat16:
+        return "bf16"
+    gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return "fp16" if gpu else "no"
 
 
 def prepare_policy(
@@ -108,7 +130,7 @@ def prepare_policy(
     # LoRA: the policy with adapters disabled. Full fine-tune: one frozen copy in compute dtype,
     # taken before the engine shards the policy, then prepared (sharded) like it.
     reference = (
-        Reference.build(model, COMPUTE_DTYPES.get(train.mixed_precision)) if objective.needs_reference else None
+        Reference.build(model, COMPUTE_DTYPES.get(accelerator.mixed_precision)) if objective.needs_reference else None
     )
     configure_engine(accelerator, batch_size=train.batch_size, max_grad_norm=train.max_grad_norm)
     policy, optimizer = accelerator.prepare(policy, optimizer)
@@ -122,7 +144,7 @@ def prepare_policy(
     parts = StepParts(
         accelerator, policy, inner, objective, reference_forward(accelerator, policy, inner, reference), batcher,
         params, optimizer, reference, grad_accum=train.grad_accum, max_grad_norm=train.max_grad_norm,
-        trace_gradients=train.mixed_precision != "fp16",
+        trace_gradients=accelerator.mixed_precision != "fp16",
     )
     return parts, scheduler
 
@@ -132,7 +154,6 @@ def setup(
     evaluator: Any,
 ) -> Run:
     """Validate everything, then write the output folder's first files and prepare the run."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from rich.console import Console
     from transformers import get_scheduler
@@ -180,10 +201,12 @@ def setup(
     for e in forget_enc + retain_enc:
         report.add(e)
 
+    mixed_precision = cfg.train.mixed_precision
     if cfg.model.lora is not None:
         model = add_lora(model, cfg.model.lora)
     else:
         model.requires_grad_(True)
+        mixed_precision = master_weights(model, mixed_precision, cfg.train.device)
     # Terms such as rmu read a decoder layer's output and train only some layers: resolve them now.
     objective.bind(model)
     objective.restrict_trainable(model)
@@ -191,8 +214,8 @@ def setup(
         cfg.train.lr = DEFAULT_LR_LORA if cfg.model.lora is not None else DEFAULT_LR_FULL
     cfg.objective = objective.to_config()
 
-    accelerator = Accelerator(
-        mixed_precision=cfg.train.mixed_precision,
+    accelerator = new_accelerator(
+        mixed_precision,
         # On a machine without a GPU, `auto` must say cpu: otherwise accelerate ignores the
         # processes torchrun started and each one trains alone (and they overwrite each other).
         cpu=cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available()),
@@ -240,6 +263,7 @@ def setup(
     ))
     inner = parts.inner
     start_step = 0
+    resumed_loop: dict[str, Any] = {}
     log_path = inside(out, "train_log.jsonl")
     data_position = {"seed": cfg.seed, "global_batch": global_batch, "grad_accum": cfg.train.grad_accum}
     if resume:
@@ -248,6 +272,7 @@ def setup(
             console.print(f"No complete checkpoint in {out / 'checkpoints'}: starting again from step 0")
         else:
             start_step = load_checkpoint(ckpt, inner.model, parts.optimizer, scheduler, data_position)
+            resumed_loop = loop_state(ckpt)
             console.print(f"Resuming from {ckpt} (step {start_step})")
         if main:
             truncate_log(log_path, start_step)
@@ -272,8 +297,9 @@ def setup(
             console.print(f"[yellow]warning: {text}[/yellow]")
     best_file = out / "best" / "best.json"
     best = json.loads(best_file.read_text()) if resume and cfg.train.keep_best and best_file.exists() else None
+    forget_hashes = [example_hash(e.prompt, e.response) for e in forget] if forget and need_forget else []
     return Run(cfg, finetune, console, out, log_path, accelerator, main, parts, scheduler, tokenizer, segments,
-               data_position, start_step, best, t_start)
+               data_position, start_step, best, t_start, forget_hashes, resumed_loop)
 
 
 def _load_data(cfg: Config, objective: Objective, finetune: bool) -> tuple[list | None, list | None, list[str]]:

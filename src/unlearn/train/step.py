@@ -49,6 +49,9 @@ class StepResult:
     grad_norm: float | None = None  # before clipping; None when the step was skipped
     nonfinite: list[str] = field(default_factory=list)  # what was not finite; [] when the step was applied
     stop_requested: bool = False  # a SIGINT/SIGTERM on any process
+    # An fp16 gradient overflow that the loss scaler skipped (and lowered its scale for): expected
+    # while the scale settles, so not counted towards train.max_nonfinite.
+    scaler_skipped: bool = False
 
 
 def forward_objective(
@@ -97,6 +100,7 @@ def train_step(parts: StepParts, step: int, stop_requested: Callable[[], bool] |
     sums, tokens, stop = agree(acc, sums, tokens, stop_requested is not None and stop_requested())
 
     grad_norm = None
+    scaler_skip = False
     if not bad:
         if parts.max_grad_norm is not None:
             grad_norm = float(acc.clip_grad_norm_(parts.params, parts.max_grad_norm))
@@ -105,10 +109,15 @@ def train_step(parts: StepParts, step: int, stop_requested: Callable[[], bool] |
         if not math.isfinite(grad_norm) and parts.trace_gradients:
             parts.optimizer.zero_grad(set_to_none=True)
             bad = [f"{t} gradient" for t in gradient_culprits(parts, step)] or ["gradient"]
-    if not bad:
+        elif not math.isfinite(grad_norm):
+            bad = ["gradient"]
+            # fp16: the loss scaler skips this step inside optimizer.step() and lowers its scale;
+            # an overflow it is there to absorb, so the step is skipped but not counted as a fault.
+            scaler_skip = getattr(acc, "scaler", None) is not None
+    if not bad or scaler_skip:
         parts.optimizer.step()
     parts.optimizer.zero_grad(set_to_none=True)
-    return StepResult(sums, tokens, None if bad else grad_norm, bad, stop)
+    return StepResult(sums, tokens, None if bad else grad_norm, bad, stop, scaler_skip)
 
 
 def gradient_culprits(parts: StepParts, step: int) -> list[str]:
