@@ -78,6 +78,13 @@ class SourceConfig:
     prompt_field: str = setting("prompt", help="Name of the field holding the prompt.")
     response_field: str = setting("response", help="Name of the field holding the response.")
     limit: Union[int, None] = setting(None, help="Use only the first N examples.")
+    group_field: Union[str, None] = setting(
+        None,
+        help="data.forget only: a record field (e.g. a person or a book) whose equal values keep "
+        "examples in the same part of eval.split, so no forget_test group was trained on. Examples "
+        "with the same prompt (ignoring case and spacing) share a part in any case. Every record "
+        "must have it.",
+    )
     passage_words: int = setting(
         128,
         help="dataset: text: words per passage (a passage ends early at a paragraph break once half "
@@ -153,6 +160,12 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        for name, source in (("retain", self.retain), ("mismatch", self.mismatch)):
+            check(
+                source is None or source.group_field is None,
+                f"{name}.group_field",
+                "applies to data.forget only (the data eval.split cuts)",
+            )
         check(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
         if self.refusals is not None:
             check(len(self.refusals) > 0, "refusals", "must not be an empty list")

@@ -27,6 +27,8 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
     # Where it came from ("forget.jsonl line 12"), for messages about it later (templating, checks).
     where: str = field(default="", compare=False, repr=False)
+    # The value of the source's group_field (None: none): splits keep a group in one part.
+    group: Any = field(default=None, compare=False, repr=False)
 
 
 def _first_line(e: Exception) -> str:
