@@ -91,3 +91,12 @@ def test_group_field_belongs_to_data_forget(tmp_path):
             "data": {"forget": {"path": "f.jsonl"}, "retain": {"path": "r.jsonl", "group_field": "book"}}}
     with pytest.raises(UnlearnError, match="data.retain.group_field"):
         config_from_dict(base)
+
+
+def test_group_field_on_an_eval_set_points_to_data_forget(tmp_path):
+    from unlearn.config import config_from_dict
+
+    base = {"model": {"name": "tiny-random-llama"}, "output_dir": str(tmp_path / "run"),
+            "eval": {"forget_test": {"path": "t.jsonl", "group_field": "book"}}}
+    with pytest.raises(UnlearnError, match="eval.forget_test.group_field: set data.forget.group_field"):
+        config_from_dict(base)

@@ -80,9 +80,13 @@ def split_indices(
     return sorted(parts[0]), sorted(parts[1]), sorted(parts[2])
 
 
+def example_groups(items: Sequence[Any]) -> list[int]:
+    """group_ids of examples: by their normalised prompt and their `group` (set by load_source from
+    the source's group_field)."""
+    return group_ids([getattr(e, "prompt", None) for e in items], [getattr(e, "group", None) for e in items])
+
+
 def split_examples(items: Sequence[T], fractions: Sequence[float], seed: int) -> tuple[list[T], list[T], list[T]]:
-    """(train, val, test) parts of examples (see split_indices), grouped by their normalised prompt
-    and their `group` (set by load_source from the source's group_field)."""
-    ids = group_ids([getattr(e, "prompt", None) for e in items], [getattr(e, "group", None) for e in items])
-    tr, va, te = split_indices(len(items), fractions, seed, ids)
+    """(train, val, test) parts of examples (see split_indices), by example_groups."""
+    tr, va, te = split_indices(len(items), fractions, seed, example_groups(items))
     return [items[i] for i in tr], [items[i] for i in va], [items[i] for i in te]
