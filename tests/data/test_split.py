@@ -100,3 +100,12 @@ def test_group_field_on_an_eval_set_points_to_data_forget(tmp_path):
             "eval": {"forget_test": {"path": "t.jsonl", "group_field": "book"}}}
     with pytest.raises(UnlearnError, match="eval.forget_test.group_field: set data.forget.group_field"):
         config_from_dict(base)
+
+
+def test_a_group_too_big_for_its_turn_goes_where_there_is_most_room():
+    # PKU-SafeRLHF's fixture: one prompt with one unsafe answer, one with two; 70/10/20 of 3 items
+    # must still leave a test part, whichever group comes first
+    for seed in range(10):
+        train, val, test = split_indices(3, [0.7, 0.1, 0.2], seed, [0, 1, 1])
+        assert train and test and not val, seed
+    assert split_indices(2, [0.5, 0.25, 0.25], 0, [0, 0]) == ([0, 1], [], [])  # train is never empty

@@ -96,7 +96,8 @@ def test_the_forget_set_is_what_the_run_trained_on(tmp_path):
     used = [train[5], train[2], train[7], train[0]]  # order of first use
     record = _trained([_hash(e.prompt, e.response) for e in used], len(train))
     s = load_eval_sets(cfg, None, ["forget"], trained=record)["forget"]
-    assert [(i.prompt, i.target) for i in s.items] == [(e.prompt, e.response) for e in used[:3]]  # eval.limit
+    # eval.limit 3 keeps the first three used, listed in data order
+    assert [(i.prompt, i.target) for i in s.items] == [(e.prompt, e.response) for e in (train[2], train[5], train[7])]
     assert s.info == {"forget_set": "trained examples", "trained_examples": 4, "training_examples": len(train)}
 
 

@@ -60,11 +60,12 @@ def split_indices(
 ) -> tuple[list[int], list[int], list[int]]:
     """Indices of the train, val and test parts of n items, each part in the original order.
 
-    The groups (`groups[i]`: item i's group number from group_ids; None: every item alone) are
-    shuffled with the seed, then dealt in that order: to train until it holds round(fractions[0] * n)
-    items (at least one), then to val until it holds round(fractions[1] * n), the rest to test. A
-    group is never cut, so a part may overshoot its share by less than one group. With every item
-    alone this is the example-wise cut of earlier versions (same seed, same parts)."""
+    The parts hold round(fractions[0] * n) items (at least one), round(fractions[1] * n) and the
+    rest. The groups (`groups[i]`: item i's group number from group_ids; None: every item alone)
+    are shuffled with the seed and dealt in that order, each whole to the first part it still fits
+    in; a group that fits nowhere goes to the part with the most room for its size (room / size
+    wanted). So with every item alone this is the example-wise cut of earlier versions (same seed,
+    same parts), and a part may miss its size by less than one group."""
     ids = list(range(n)) if groups is None else list(groups)
     members: dict[int, list[int]] = {}
     for i, g in enumerate(ids):
@@ -73,10 +74,21 @@ def split_indices(
     random.Random(f"split-{seed}").shuffle(order)
     n_train = min(n, max(1, round(fractions[0] * n)))
     n_val = min(n - n_train, round(fractions[1] * n))
+    want = (n_train, n_val, n - n_train - n_val)
     parts: tuple[list[int], list[int], list[int]] = ([], [], [])
     for g in order:
-        part = 0 if len(parts[0]) < n_train else 1 if len(parts[1]) < n_val else 2
-        parts[part].extend(members[g])
+        size = len(members[g])
+        fits = [k for k in range(3) if len(parts[k]) + size <= want[k]]
+        if fits:
+            k = fits[0]
+        else:
+            k = max((k for k in range(3) if want[k]), key=lambda k: ((want[k] - len(parts[k])) / want[k], -k))
+        parts[k].extend(members[g])
+    if not parts[0]:  # train is never empty: it takes the first group dealt
+        first = members[order[0]]
+        for part in parts[1:]:
+            part[:] = [i for i in part if i not in first]
+        parts[0].extend(first)
     return sorted(parts[0]), sorted(parts[1]), sorted(parts[2])
 
 

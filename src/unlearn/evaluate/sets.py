@@ -232,10 +232,12 @@ def _forget_part(cfg: Config, source: EvalSetConfig, records: list[tuple[str, di
 
 
 def _trained_first(
-    chosen: list[int], n_records: int, trained: Optional[dict[str, Any]], training: _Training
+    chosen: list[int], n_records: int, trained: Optional[dict[str, Any]], training: _Training, limit: Optional[int]
 ) -> tuple[list[int], dict[str, Any]]:
-    """The forget part's records the run trained on, in order of first use, and what the set is;
-    all of `chosen` when run.json has no record (older runs, a model trained elsewhere)."""
+    """The forget part's records the run trained on, and what the set is: the first `limit` in
+    order of first use, given in data order (the order of the set without a record, so a run that
+    trained on every example is evaluated on the same items in the same batches); all of `chosen`
+    when run.json has no record (older runs, a model trained elsewhere)."""
     from unlearn.data.records import example_hash
 
     record = trained.get("forget") if isinstance(trained, dict) else None
@@ -265,7 +267,8 @@ def _trained_first(
     info: dict[str, Any] = {"forget_set": TRAINED, "trained_examples": len(first), "training_examples": record.get("total")}
     if len(found) < len(first):
         info["trained_examples_not_found"] = len(first) - len(found)
-    return sorted(found.values(), key=lambda i: first[hashes[i]]), info
+    picked = sorted(found.values(), key=lambda i: first[hashes[i]])
+    return sorted(picked[:limit] if limit is not None else picked), info
 
 
 def _overlap(items: list[EvalItem], records: list[tuple[str, dict[str, Any]]], source: EvalSetConfig,
@@ -310,7 +313,7 @@ def load_eval_sets(
         if from_forget:
             chosen = _forget_part(cfg, source, records, {"forget": 0, "forget_test": 2}[role])
             if role == "forget":
-                chosen, info = _trained_first(chosen, len(records), trained, training)
+                chosen, info = _trained_first(chosen, len(records), trained, training, cfg.eval.limit)
             records = [records[i] for i in chosen]
         if cfg.eval.limit is not None:
             records = records[: cfg.eval.limit]
