@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import write_jsonl
-from unlearn.config import SourceConfig
+from unlearn.config.sections import ForgetSourceConfig
 from unlearn.data import load_source, split_examples, split_indices
 from unlearn.data.records import Example
 from unlearn.data.split import group_ids, normalise_prompt
@@ -42,7 +42,7 @@ def test_a_group_field_keeps_a_group_in_one_part(tmp_path):
     rows = [{"prompt": f"Question {i} about {who}?", "response": f"Answer {i}.", "person": who}
             for who in ("Ada", "Bob", "Cy", "Di", "Ed", "Flo", "Gus", "Hal") for i in range(3)]
     path = write_jsonl(tmp_path / "people.jsonl", rows)
-    examples = load_source(SourceConfig(path=str(path), group_field="person"), "forget")
+    examples = load_source(ForgetSourceConfig(path=str(path), group_field="person"), "forget")
     for seed in range(5):
         parts = split_examples(examples, SPLIT, seed)
         for who in ("Ada", "Bob", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"):
@@ -79,27 +79,20 @@ def test_a_record_without_the_group_field_is_a_one_line_error(tmp_path):
     path.write_text(json.dumps({"prompt": "a?", "response": "b.", "book": "X"}) + "\n"
                     + json.dumps({"prompt": "c?", "response": "d."}) + "\n")
     with pytest.raises(UnlearnError) as e:
-        load_source(SourceConfig(path=str(path), group_field="book"), "forget")
+        load_source(ForgetSourceConfig(path=str(path), group_field="book"), "forget")
     msg = str(e.value)
     assert f"{path} line 2" in msg and "'book'" in msg and "\n" not in msg
 
 
-def test_group_field_belongs_to_data_forget(tmp_path):
+def test_group_field_is_a_key_of_data_forget_only(tmp_path):
     from unlearn.config import config_from_dict
 
     base = {"model": {"name": "tiny-random-llama"}, "output_dir": str(tmp_path / "run"),
-            "data": {"forget": {"path": "f.jsonl"}, "retain": {"path": "r.jsonl", "group_field": "book"}}}
-    with pytest.raises(UnlearnError, match="data.retain.group_field"):
-        config_from_dict(base)
-
-
-def test_group_field_on_an_eval_set_points_to_data_forget(tmp_path):
-    from unlearn.config import config_from_dict
-
-    base = {"model": {"name": "tiny-random-llama"}, "output_dir": str(tmp_path / "run"),
-            "eval": {"forget_test": {"path": "t.jsonl", "group_field": "book"}}}
-    with pytest.raises(UnlearnError, match="eval.forget_test.group_field: set data.forget.group_field"):
-        config_from_dict(base)
+            "data": {"forget": {"path": "f.jsonl", "group_field": "book"}}}
+    assert config_from_dict(base).data.forget.group_field == "book"
+    for section, key in (("data", "retain"), ("eval", "forget_test")):
+        with pytest.raises(UnlearnError, match=f"{section}.{key}.group_field"):
+            config_from_dict({**base, section: {key: {"path": "r.jsonl", "group_field": "book"}}})
 
 
 def test_a_group_too_big_for_its_turn_goes_where_there_is_most_room():

@@ -172,13 +172,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         bad = [s for s in self.sets if s not in EVAL_SETS]
         check(not bad, "sets", f"unknown set(s) {', '.join(bad)}; sets: {', '.join(EVAL_SETS)}")
-        for role in EVAL_SETS:
-            sc = getattr(self, role)
-            check(
-                sc is None or sc.group_field is None,
-                f"{role}.group_field",
-                "set data.forget.group_field instead: it groups the data eval.split cuts",
-            )
         if self.split is not None:
             check(
                 len(self.split) == 3 and all(f >= 0 for f in self.split) and self.split[0] > 0,

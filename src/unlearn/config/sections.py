@@ -78,13 +78,6 @@ class SourceConfig:
     prompt_field: str = setting("prompt", help="Name of the field holding the prompt.")
     response_field: str = setting("response", help="Name of the field holding the response.")
     limit: Union[int, None] = setting(None, help="Use only the first N examples.")
-    group_field: Union[str, None] = setting(
-        None,
-        help="data.forget only: a record field (e.g. a person or a book) whose equal values keep "
-        "examples in the same part of eval.split, so no forget_test group was trained on. Examples "
-        "with the same prompt (ignoring case and spacing) share a part in any case. Every record "
-        "must have it.",
-    )
     passage_words: int = setting(
         128,
         help="dataset: text: words per passage (a passage ends early at a paragraph break once half "
@@ -115,6 +108,18 @@ class SourceConfig:
 
 
 @dataclass
+class ForgetSourceConfig(SourceConfig):
+    """The examples to unlearn: a source whose examples eval.split cuts into parts by group."""
+
+    group_field: Union[str, None] = setting(
+        None,
+        help="A record field (e.g. a person or a book) whose equal values keep examples in the same "
+        "part of eval.split, so no forget_test group was trained on. Examples with the same prompt "
+        "(ignoring case and spacing) share a part in any case. Every record must have it.",
+    )
+
+
+@dataclass
 class MismatchConfig(SourceConfig):
     """The pool of random responses for the mismatch term (paper: L_rdn)."""
 
@@ -142,7 +147,7 @@ class DataConfig:
         help="'qa' (### Question: {prompt}\\n### Answer: {response}), 'chat' (the tokenizer's chat "
         "template), or a format string containing {prompt} before {response}.",
     )
-    forget: Union[SourceConfig, None] = setting(None, help="The examples to unlearn (negative samples).")
+    forget: Union[ForgetSourceConfig, None] = setting(None, help="The examples to unlearn (negative samples).")
     retain: Union[SourceConfig, None] = setting(
         None, help="Normal data in the same format, kept close to the original model."
     )
@@ -160,12 +165,6 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
-        for name, source in (("retain", self.retain), ("mismatch", self.mismatch)):
-            check(
-                source is None or source.group_field is None,
-                f"{name}.group_field",
-                "applies to data.forget only (the data eval.split cuts)",
-            )
         check(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
         if self.refusals is not None:
             check(len(self.refusals) > 0, "refusals", "must not be an empty list")

@@ -48,10 +48,11 @@ def load_source(source: SourceConfig, role: str) -> list:
         examples = examples[: source.limit]
     if not examples:
         raise UnlearnError(f"{source.describe()}: the {role} set is empty")
-    if source.group_field:
+    name = getattr(source, "group_field", None)  # data.forget's (ForgetSourceConfig) only
+    if name:
         for i, e in enumerate(examples):
             where = e.where or e.meta.get("where") or f"{source.describe()} item {i}"
-            e.group = group_of(e.meta, source.group_field, where, role)
+            e.group = group_of(e.meta, name, where, role)
     return examples
 
 

@@ -136,7 +136,6 @@ def _item(rec: dict[str, Any], where: str, role: str, sc: EvalSetConfig, tokeniz
 
 _SOURCE_KEYS = (
     "path", "dataset", "split", "limit", "prompt_field", "response_field", "passage_words", "prompt_words",
-    "group_field",
 )
 _EVAL_KEYS = ("kind", "match", "answer_field", "hallucinated_field", "prompt_tokens", "target_chars")
 
@@ -219,7 +218,7 @@ def _prompt_set(prompts: Any) -> set[str]:
 
 def _forget_part(cfg: Config, source: EvalSetConfig, records: list[tuple[str, dict[str, Any]]], part: int) -> list[int]:
     """Indices of part `part` (0 train, 1 val, 2 test) of data.forget's records under eval.split,
-    cut by prompt group exactly as training cuts its examples (unlearn.data.split)."""
+    cut by prompt group (and data.forget.group_field) exactly as training cuts its examples."""
     from unlearn.data import group_of
     from unlearn.data.split import group_ids, split_indices
 
@@ -227,7 +226,8 @@ def _forget_part(cfg: Config, source: EvalSetConfig, records: list[tuple[str, di
         return list(range(len(records)))
     prompts = [rec.get(source.prompt_field) if isinstance(rec.get(source.prompt_field), str) else None
                for _, rec in records]
-    groups = [group_of(rec, source.group_field, where) for where, rec in records] if source.group_field else None
+    name = cfg.data.forget.group_field if cfg.data.forget is not None else None
+    groups = [group_of(rec, name, where) for where, rec in records] if name else None
     return split_indices(len(records), cfg.eval.split, cfg.seed, group_ids(prompts, groups))[part]
 
 
