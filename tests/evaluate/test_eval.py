@@ -72,6 +72,13 @@ def test_eval_writes_every_report_file(evaluated):
     m = json.loads((folder / "metrics.json").read_text())
     assert list(m["metrics"]) == ["forget", "forget_test", "retain", "normal"]
     assert m["sets"]["forget"]["n"] == 4 and m["sets"]["forget_test"]["n"] == 2
+    # FORGET * 2 repeats every prompt: grouped by prompt, no held-out prompt was trained on
+    assert m["sets"]["forget_test"]["prompts_in_forget_training"] == 0
+    assert m["sets"]["forget_test"]["prompts_in_retain"] == 0
+    manifest = json.loads((folder.parent / "run.json").read_text())
+    assert m["sets"]["forget"]["forget_set"] == (
+        "trained examples" if "trained_examples" in manifest else "all forget examples (no record of training)"
+    )
     assert {"leak_rate", "rouge_l_recall", "harmful_rate", "nll", "diversity", "fluency"} <= set(m["metrics"]["forget"])
     assert {"retain_accuracy", "nll"} <= set(m["metrics"]["retain"])
     assert {"similarity_bleu", "similarity_cosine"} <= set(m["metrics"]["normal"])
@@ -187,3 +194,30 @@ def test_text_passages_give_an_extraction_leak_rate(tmp_path, data_files):
     assert samples[0]["prompt"] == passage[:20] and samples[0]["target"] == passage[20:60]
     m = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     assert "extraction_leak_rate" in m["metrics"]["forget"]
+
+
+def test_the_forget_set_is_read_from_run_json(trained, tmp_path):
+    """A hand-written run.json record of two trained forget examples: the forget set is those two,
+    in order of first use, and metrics.json says so."""
+    import hashlib
+
+    from unlearn import load_config, run_eval
+    from unlearn.data import load_source, split_examples
+
+    tmp, path, _ = trained
+    cfg = load_config(path, ["eval.sets=[forget]", "eval.judge=null"])
+    train = split_examples(load_source(cfg.data.forget, "forget"), cfg.eval.split, cfg.seed)[0]
+    used = [train[3], train[0]]
+    digest = [hashlib.sha256((e.prompt + "\x00" + e.response).encode()).hexdigest()[:16] for e in used]
+    manifest_path = tmp / "run" / "run.json"
+    saved = manifest_path.read_text()
+    try:
+        record = {"forget": {"total": len(train), "seen": [[digest[0], 2], [digest[1], 1]]}}
+        manifest_path.write_text(json.dumps({**json.loads(saved), "trained_examples": record}))
+        result = run_eval(cfg, report_dir=tmp_path / "eval")
+    finally:
+        manifest_path.write_text(saved)
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["sets"]["forget"] == {**m["sets"]["forget"], "n": 2, "forget_set": "trained examples",
+                                   "trained_examples": 2, "training_examples": len(train)}
+    assert [s["prompt"] for s in result.samples] == [e.prompt for e in (train[0], train[3])]  # in data order

@@ -108,6 +108,18 @@ class SourceConfig:
 
 
 @dataclass
+class ForgetSourceConfig(SourceConfig):
+    """The examples to unlearn: a source whose examples eval.split cuts into parts by group."""
+
+    group_field: Union[str, None] = setting(
+        None,
+        help="A record field (e.g. a person or a book) whose equal values keep examples in the same "
+        "part of eval.split, so no forget_test group was trained on. Examples with the same prompt "
+        "(ignoring case and spacing) share a part in any case. Every record must have it.",
+    )
+
+
+@dataclass
 class MismatchConfig(SourceConfig):
     """The pool of random responses for the mismatch term (paper: L_rdn)."""
 
@@ -135,7 +147,7 @@ class DataConfig:
         help="'qa' (### Question: {prompt}\\n### Answer: {response}), 'chat' (the tokenizer's chat "
         "template), or a format string containing {prompt} before {response}.",
     )
-    forget: Union[SourceConfig, None] = setting(None, help="The examples to unlearn (negative samples).")
+    forget: Union[ForgetSourceConfig, None] = setting(None, help="The examples to unlearn (negative samples).")
     retain: Union[SourceConfig, None] = setting(
         None, help="Normal data in the same format, kept close to the original model."
     )

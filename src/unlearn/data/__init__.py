@@ -6,7 +6,7 @@ from unlearn.config import SourceConfig
 from unlearn.data.batch import Batch, StepBatcher, collate, encode_examples
 from unlearn.data.encode import IGNORE, Encoded, Encoder, TruncationReport
 from unlearn.data.records import Example, load_examples
-from unlearn.data.split import split_examples, split_indices
+from unlearn.data.split import group_ids, normalise_prompt, split_examples, split_indices
 from unlearn.errors import UnlearnError
 
 __all__ = [
@@ -19,8 +19,11 @@ __all__ = [
     "TruncationReport",
     "collate",
     "encode_examples",
+    "group_ids",
     "load_examples",
     "load_source",
+    "normalise_prompt",
+    "group_of",
     "split_examples",
     "split_indices",
 ]
@@ -45,4 +48,19 @@ def load_source(source: SourceConfig, role: str) -> list:
         examples = examples[: source.limit]
     if not examples:
         raise UnlearnError(f"{source.describe()}: the {role} set is empty")
+    name = getattr(source, "group_field", None)  # data.forget's (ForgetSourceConfig) only
+    if name:
+        for i, e in enumerate(examples):
+            where = e.where or e.meta.get("where") or f"{source.describe()} item {i}"
+            e.group = group_of(e.meta, name, where, role)
     return examples
+
+
+def group_of(record: dict, name: str, where: str, role: str = "forget") -> object:
+    """The value of the group field `name` of a record (or an example's metadata): what keeps it in
+    one part of eval.split. A missing or empty value is an error naming the record and the field."""
+    value = record.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        state = "missing" if value is None else "empty"
+        raise UnlearnError(f"{where}: {state} field '{name}' (data.{role}.group_field)")
+    return value

@@ -28,6 +28,8 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
     # Where it came from ("forget.jsonl line 12"), for messages about it later (templating, checks).
     where: str = field(default="", compare=False, repr=False)
+    # The value of the source's group_field (None: none): splits keep a group in one part.
+    group: Any = field(default=None, compare=False, repr=False)
 
 
 def example_hash(prompt: str, response: str) -> str:
@@ -272,3 +274,11 @@ def load_examples(
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def example_hash(prompt: str, response: str) -> str:
+    """A forget example's identity in run.json's "trained_examples" (written by training, read by
+    evaluation): sha256(prompt + NUL + response), first 16 hex digits."""
+    import hashlib
+
+    return hashlib.sha256((prompt + "\x00" + response).encode("utf-8")).hexdigest()[:16]

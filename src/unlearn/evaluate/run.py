@@ -206,13 +206,13 @@ class _Bar:
             self.bar.stop()
 
 
-def prepare(cfg: Config, device: str) -> tuple[Any, dict[str, EvalSet], Any, Any, Any]:
+def prepare(cfg: Config, device: str, trained: Optional[dict] = None) -> tuple[Any, dict[str, EvalSet], Any, Any, Any]:
     """(tokenizer, sets, judge, embedder, hallucination similarity): everything that can fail on
-    bad input, checked before any model generates."""
+    bad input, checked before any model generates. `trained`: run.json's "trained_examples"."""
     from unlearn.models import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    sets = load_eval_sets(cfg, tokenizer)
+    sets = load_eval_sets(cfg, tokenizer, trained=trained)
     e = cfg.eval
     embedder = similarity = judge = None
     spec = judge_spec(e.judge) if e.judge else None
@@ -258,7 +258,7 @@ def evaluate_run(
     t0 = time.time()
     out, model_dir, manifest = check_run(cfg, model_dir, allow_unfinished)
     device = pick_device(cfg)
-    tokenizer, sets, judge, embedder, similarity = prepare(cfg, device)
+    tokenizer, sets, judge, embedder, similarity = prepare(cfg, device, manifest.get("trained_examples"))
     key = sets_key(cfg, sets)
     if original is not None and original.key != key:
         original = None  # other prompts or settings: generate again
@@ -320,7 +320,8 @@ def evaluate_run(
         },
         "sets": {
             role: {"n": len(s.items), "source": s.source, "kind": s.kind,
-                   "rule": ("contains the answer" if s.match == "contains" else f"BLEU >= {e.bleu_threshold:g}")}
+                   "rule": ("contains the answer" if s.match == "contains" else f"BLEU >= {e.bleu_threshold:g}"),
+                   **s.info}
             for role, s in sets.items()
         },
         "metrics": table,

@@ -2,6 +2,10 @@
 
 Each set is read and checked in full before any model is loaded: a record lacking a field that a
 configured metric needs is an error naming the file, the line and the field.
+
+What each set holds is stated in its `info` (metrics.json's "sets"): the forget set is drawn from the
+examples the run trained on when run.json records them (else the whole forget part, and it says so);
+forget_test counts its prompts that also occur in the training forget data and in the retain data.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class EvalSet:
     kind: str = "qa"
     match: str = "bleu"
     items: list[EvalItem] = field(default_factory=list)
+    # How the set was drawn and how it overlaps the training data, for metrics.json's "sets".
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -54,7 +60,7 @@ class EvalSet:
         return [i.target or "" for i in self.items]
 
     def head(self, n: int) -> "EvalSet":
-        return EvalSet(self.role, self.source, self.kind, self.match, self.items[:n])
+        return EvalSet(self.role, self.source, self.kind, self.match, self.items[:n], dict(self.info))
 
 
 def _records(source: SourceConfig, role: str) -> list[tuple[str, dict[str, Any]]]:
@@ -161,16 +167,140 @@ def _set_config(cfg: Config, role: str) -> tuple[Optional[EvalSetConfig], bool]:
     return None, False
 
 
-def load_eval_sets(cfg: Config, tokenizer: Any, roles: Optional[list[str]] = None) -> dict[str, EvalSet]:
+NO_RECORD = "all forget examples (no record of training)"
+TRAINED = "trained examples"
+
+
+class _Training:
+    """What training read, loaded once and only when a set asks: data.forget's examples with the
+    indices of the part it trained on (the train part under eval.split), data.retain's prompts."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._forget: Optional[tuple[list[Any], list[int]]] = None
+        self._retain: Optional[set[str]] = None
+
+    def forget(self) -> Optional[tuple[list[Any], list[int]]]:
+        from unlearn.data import load_source
+        from unlearn.data.split import example_groups, split_indices
+
+        cfg = self.cfg
+        if cfg.data.forget is None or not (cfg.data.forget.path or cfg.data.forget.dataset):
+            return None
+        if self._forget is None:
+            examples = load_source(cfg.data.forget, "forget")
+            part = list(range(len(examples)))
+            if cfg.eval.split:  # as train.setup does: training sees the train part only
+                part = split_indices(len(examples), cfg.eval.split, cfg.seed, example_groups(examples))[0]
+            self._forget = examples, part
+        return self._forget
+
+    def forget_prompts(self) -> Optional[set[str]]:
+        got = self.forget()
+        return None if got is None else _prompt_set(got[0][i].prompt for i in got[1])
+
+    def retain_prompts(self) -> Optional[set[str]]:
+        from unlearn.data import load_source
+
+        src = self.cfg.data.retain
+        if src is None or not (src.path or src.dataset):
+            return None
+        if self._retain is None:
+            self._retain = _prompt_set(e.prompt for e in load_source(src, "retain"))
+        return self._retain
+
+
+def _prompt_set(prompts: Any) -> set[str]:
+    from unlearn.data.split import normalise_prompt
+
+    return {k for k in (normalise_prompt(p) for p in prompts) if k}
+
+
+def _forget_part(cfg: Config, source: EvalSetConfig, records: list[tuple[str, dict[str, Any]]], part: int) -> list[int]:
+    """Indices of part `part` (0 train, 1 val, 2 test) of data.forget's records under eval.split,
+    cut by prompt group (and data.forget.group_field) exactly as training cuts its examples."""
+    from unlearn.data import group_of
+    from unlearn.data.split import group_ids, split_indices
+
+    if not cfg.eval.split:
+        return list(range(len(records)))
+    prompts = [rec.get(source.prompt_field) if isinstance(rec.get(source.prompt_field), str) else None
+               for _, rec in records]
+    name = cfg.data.forget.group_field if cfg.data.forget is not None else None
+    groups = [group_of(rec, name, where) for where, rec in records] if name else None
+    return split_indices(len(records), cfg.eval.split, cfg.seed, group_ids(prompts, groups))[part]
+
+
+def _trained_first(
+    chosen: list[int], n_records: int, trained: Optional[dict[str, Any]], training: _Training, limit: Optional[int]
+) -> tuple[list[int], dict[str, Any]]:
+    """The forget part's records the run trained on, and what the set is: the first `limit` in
+    order of first use, given in data order (the order of the set without a record, so a run that
+    trained on every example is evaluated on the same items in the same batches); all of `chosen`
+    when run.json has no record (older runs, a model trained elsewhere)."""
+    from unlearn.data.records import example_hash
+
+    record = trained.get("forget") if isinstance(trained, dict) else None
+    if record is None:
+        return chosen, {"forget_set": NO_RECORD}
+    seen = record.get("seen") if isinstance(record, dict) else None
+    if not isinstance(seen, list) or not all(
+        isinstance(s, (list, tuple)) and len(s) == 2 and isinstance(s[0], str) for s in seen
+    ):
+        raise UnlearnError("run.json: trained_examples.forget.seen must be a list of [hash, times]")
+    got = training.forget()
+    if got is None or len(got[0]) != n_records:  # the eval records cannot be matched to training's
+        return chosen, {"forget_set": NO_RECORD, "note": "the training examples could not be matched"}
+    hashes = [example_hash(e.prompt, e.response) for e in got[0]]
+    first: dict[str, int] = {}
+    for k, (h, _) in enumerate(seen):
+        first.setdefault(h, k)
+    found: dict[str, int] = {}
+    for i in chosen:  # identical examples are one item
+        if hashes[i] in first:
+            found.setdefault(hashes[i], i)
+    if seen and not found:
+        raise UnlearnError(
+            f"run.json: none of the {len(first)} forget examples the run trained on is in data.forget "
+            "(changed since the run?)"
+        )
+    info: dict[str, Any] = {"forget_set": TRAINED, "trained_examples": len(first), "training_examples": record.get("total")}
+    if len(found) < len(first):
+        info["trained_examples_not_found"] = len(first) - len(found)
+    picked = sorted(found.values(), key=lambda i: first[hashes[i]])
+    return sorted(picked[:limit] if limit is not None else picked), info
+
+
+def _overlap(items: list[EvalItem], records: list[tuple[str, dict[str, Any]]], source: EvalSetConfig,
+             training: _Training) -> dict[str, Optional[int]]:
+    """How many of the set's prompts (normalised) occur in the training forget data and in the
+    retain data; None where that data is not configured."""
+    from unlearn.data.split import normalise_prompt
+
+    keys = []
+    for item, (_, rec) in zip(items, records):
+        raw = rec.get(source.prompt_field)
+        keys.append(normalise_prompt(raw if isinstance(raw, str) and raw.strip() else item.prompt))
+    forget, retain = training.forget_prompts(), training.retain_prompts()
+    return {
+        "prompts_in_forget_training": None if forget is None else sum(k in forget for k in keys),
+        "prompts_in_retain": None if retain is None else sum(k in retain for k in keys),
+    }
+
+
+def load_eval_sets(
+    cfg: Config, tokenizer: Any, roles: Optional[list[str]] = None, trained: Optional[dict[str, Any]] = None
+) -> dict[str, EvalSet]:
     """Read and check every configured eval set (all of cfg.eval.sets unless `roles` is given).
 
     forget and retain default to data.forget and data.retain; with eval.split, forget is the train
-    part of data.forget (what was unlearned) and forget_test its test part. Sets without data are
-    left out; an empty set, or none at all, is an error.
+    part of data.forget (what was unlearned) and forget_test its test part, cut by prompt group.
+    `trained` is run.json's "trained_examples": with it, the default forget set holds the examples
+    the run trained on, in order of first use. Sets without data are left out; an empty set, or
+    none at all, is an error.
     """
-    from unlearn.data.split import split_indices
-
     wanted = roles or cfg.eval.sets
+    training = _Training(cfg)
     sets: dict[str, EvalSet] = {}
     for role in ROLES:
         if role not in wanted:
@@ -179,16 +309,21 @@ def load_eval_sets(cfg: Config, tokenizer: Any, roles: Optional[list[str]] = Non
         if source is None:
             continue
         records = _records(source, role)
-        if from_forget and cfg.eval.split:
-            train, val, test = split_indices(len(records), cfg.eval.split, cfg.seed)
-            records = [records[i] for i in {"forget": train, "forget_test": test}[role]]
+        info: dict[str, Any] = {}
+        if from_forget:
+            chosen = _forget_part(cfg, source, records, {"forget": 0, "forget_test": 2}[role])
+            if role == "forget":
+                chosen, info = _trained_first(chosen, len(records), trained, training, cfg.eval.limit)
+            records = [records[i] for i in chosen]
         if cfg.eval.limit is not None:
             records = records[: cfg.eval.limit]
         if not records:
             extra = f" (eval.split {cfg.eval.split} leaves it nothing)" if from_forget and cfg.eval.split else ""
             raise UnlearnError(f"{source.describe()}: eval set '{role}' is empty{extra}")
         items = [_item(rec, where, role, source, tokenizer) for where, rec in records]
-        sets[role] = EvalSet(role, source.describe(), source.kind, source.match, items)
+        if role == "forget_test":
+            info.update(_overlap(items, records, source, training))
+        sets[role] = EvalSet(role, source.describe(), source.kind, source.match, items, info)
     if not sets:
         raise UnlearnError(
             f"{cfg.origin('eval')}: nothing to evaluate: set data.forget / data.retain or eval.forget, "
@@ -201,13 +336,11 @@ def validation_set(cfg: Config, tokenizer: Any) -> Optional[EvalSet]:
     """The val part of data.forget under eval.split (train.eval_every's forget set), else None."""
     if not cfg.eval.split or cfg.data.forget is None:
         return None
-    from unlearn.data.split import split_indices
-
     source, from_forget = _set_config(cfg, "forget")
     if source is None or not from_forget:
         return None
     records = _records(source, "forget")
-    _, val, _ = split_indices(len(records), cfg.eval.split, cfg.seed)
+    val = _forget_part(cfg, source, records, 1)
     if not val:
         return None
     items = [_item(records[i][1], records[i][0], "forget", source, tokenizer) for i in val]
