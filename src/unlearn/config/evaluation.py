@@ -150,10 +150,18 @@ class EvalConfig:
     hallucination_similarity: Literal["embedding", "bertscore"] = setting(
         "embedding",
         help="Similarity for the hallucination rate: embedding cosine, or BERTScore F1 (the paper's; "
-        "needs the bert-score package and eval.bertscore_model).",
+        "needs the bert-score package and eval.bertscore_model; rescaled with bert-score's baseline "
+        "where it has one).",
     )
     bertscore_model: str = setting(
         "roberta-large", help="BERTScore model: a local folder or hub id (the paper's default: roberta-large)."
+    )
+    bertscore_layer: Union[int, None] = setting(
+        None,
+        help="BERTScore: the model's layer whose embeddings are compared. null: bert-score's layer for "
+        "the model (roberta-large: 17; a local folder is known by its name or its config's "
+        "_name_or_path); a model bert-score does not know needs it. Scores are rescaled with "
+        "bert-score's baseline where it ships one for the model.",
     )
     hallucination_margin: float = setting(
         0.1,
@@ -200,6 +208,8 @@ class EvalConfig:
         check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         check(0 <= self.bleu_threshold <= 100, "bleu_threshold", f"must be in [0, 100], got {self.bleu_threshold}")
+        check(self.bertscore_layer is None or self.bertscore_layer >= 1, "bertscore_layer",
+              f"must be >= 1, got {self.bertscore_layer}")
         check(self.hallucination_margin >= 0, "hallucination_margin", "must be >= 0")
         check(self.fast_examples >= 1, "fast_examples", f"must be >= 1, got {self.fast_examples}")
         if self.judge is not None:

@@ -247,7 +247,10 @@ def prepare(cfg: Config, device: str) -> tuple[Any, dict[str, EvalSet], Any, Any
         if e.hallucination_similarity == "bertscore":
             from unlearn.evaluate.embed import BertScorer
 
-            similarity = BertScorer(e.bertscore_model, device)
+            try:
+                similarity = BertScorer(e.bertscore_model, device, layer=e.bertscore_layer)
+            except UnlearnError as err:  # where the model was named: the file and line to fix
+                raise UnlearnError(f"{cfg.origin('eval.bertscore_model')}: {err}") from None
         else:
             similarity = embedder
     if spec is not None and spec.needs:
@@ -330,6 +333,7 @@ def evaluate_run(
             "embedding_model": e.embedding_model or "all-MiniLM-L6-v2 (bundled)",
             "hallucination_similarity": e.hallucination_similarity if similarity is not None else None,
             "hallucination_margin": e.hallucination_margin,
+            **({"bertscore": similarity.settings} if hasattr(similarity, "settings") else {}),
             "split": e.split,
             "seed": cfg.seed,
             "device": device,
