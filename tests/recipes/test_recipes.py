@@ -153,3 +153,13 @@ def test_rmu_bad_layer_is_one_line_and_writes_nothing(tmp_path, data_files):
     r = cli("run", write_config(tmp_path / "c.yaml", cfg))
     assert r.exit_code == 2 and "objective.rmu.layer: expected an integer in [0, 4)" in r.output
     assert not Path(tmp_path / "run").exists()
+
+
+def test_the_hallucination_recipe_declares_its_right_answers_desired():
+    """Its forget sets' target is the right answer: losing it is worse, and keep_best's default
+    trade-off rewards keeping it (issue 14, item 2)."""
+    cfg = load_config(find_recipe("hallucination"))
+    assert cfg.eval.target_of("forget") == "desired" and cfg.eval.target_of("forget_test") == "desired"
+    assert cfg.eval.trade_off["forget_leak_rate"] == 1.0
+    harmful = load_config(find_recipe("harmful"))
+    assert harmful.eval.target_of("forget") == "forbidden" and harmful.eval.trade_off["forget_leak_rate"] == -1.0

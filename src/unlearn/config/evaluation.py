@@ -15,17 +15,11 @@ from unlearn.evaluate.metrics.registry import DESIRED, FORBIDDEN, direction, fas
 
 EVAL_SETS = ("forget", "forget_test", "retain", "normal")
 
-# What each set's targets are: text the unlearned model must no longer produce ("forbidden") or
-# text it should still produce ("desired"). A metric's direction may depend on it (see
-# unlearn.evaluate.metrics.direction).
+# What each set's targets are by default: text the unlearned model must no longer produce
+# ("forbidden") or text it should still produce ("desired"). A set declares otherwise with its
+# `target` key (the hallucination recipe: the forget sets' target is the right answer, desired).
+# A metric's direction may depend on it (see unlearn.evaluate.metrics.direction).
 SET_TARGETS = {"forget": FORBIDDEN, "forget_test": FORBIDDEN, "retain": DESIRED, "normal": DESIRED}
-
-
-def _default_trade_off() -> dict[str, float]:
-    """train.keep_best's default score: +1 x each trade-off metric where higher is better, -1 x the others."""
-    return {
-        f.key: 1.0 if direction(f.metrics[0], SET_TARGETS[f.set]) else -1.0 for f in fast_metrics() if f.trade_off
-    }
 
 
 @dataclass
@@ -63,6 +57,13 @@ class EvalSetConfig(SourceConfig):
     )
     prompt_tokens: int = setting(32, help="kind: text: tokens of each passage given as the prompt.")
     target_chars: int = setting(200, help="kind: text: characters after the prompt that form the target.")
+    target: Union[Literal["forbidden", "desired"], None] = setting(
+        None,
+        help="What the set's target responses are to the unlearned model: 'forbidden' (it must no longer "
+        "produce them: leak rate, ROUGE-L recall lower is better, NLL higher) or 'desired' (it should "
+        "still produce them: the other way round). null: forbidden for forget and forget_test, desired "
+        "for retain and normal. Declared, it needs a target response in every record.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,10 +150,18 @@ class EvalConfig:
     hallucination_similarity: Literal["embedding", "bertscore"] = setting(
         "embedding",
         help="Similarity for the hallucination rate: embedding cosine, or BERTScore F1 (the paper's; "
-        "needs the bert-score package and eval.bertscore_model).",
+        "needs the bert-score package and eval.bertscore_model; rescaled with bert-score's baseline "
+        "where it has one).",
     )
     bertscore_model: str = setting(
         "roberta-large", help="BERTScore model: a local folder or hub id (the paper's default: roberta-large)."
+    )
+    bertscore_layer: Union[int, None] = setting(
+        None,
+        help="BERTScore: the model's layer whose embeddings are compared. null: bert-score's layer for "
+        "the model (roberta-large: 17; a local folder is known by its name or its config's "
+        "_name_or_path); a model bert-score does not know needs it. Scores are rescaled with "
+        "bert-score's baseline where it ships one for the model.",
     )
     hallucination_margin: float = setting(
         0.1,
@@ -162,12 +171,26 @@ class EvalConfig:
     fast_examples: int = setting(
         8, help="train.eval_every: examples of the forget (val part with split) and retain sets used."
     )
-    trade_off: dict[str, float] = setting(
+    trade_off: Union[dict[str, float], None] = setting(
+        None,
         help="train.keep_best: score = sum of weight x fast metric; keys: "
         + ", ".join(f.key for f in fast_metrics())
-        + ".",
-        factory=_default_trade_off,
+        + ". null: +1 x each trade-off metric where higher is better on its set's target, -1 x the "
+        "others (retain_accuracy - forget_leak_rate; + forget_leak_rate with eval.forget.target: desired).",
     )
+
+    def target_of(self, role: str) -> str:
+        """The target of evaluation set `role`: its declared `target`, else SET_TARGETS[role]."""
+        sc = getattr(self, role)
+        return sc.target if sc is not None and sc.target is not None else SET_TARGETS[role]
+
+    def default_trade_off(self) -> dict[str, float]:
+        """train.keep_best's default score: +1 x each trade-off metric where higher is better on
+        its set's target (target_of), -1 x the others. The same directions as the report's."""
+        return {
+            f.key: 1.0 if direction(f.metrics[0], self.target_of(f.set)) else -1.0
+            for f in fast_metrics() if f.trade_off
+        }
 
     def __post_init__(self) -> None:
         bad = [s for s in self.sets if s not in EVAL_SETS]
@@ -185,6 +208,8 @@ class EvalConfig:
         check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         check(0 <= self.bleu_threshold <= 100, "bleu_threshold", f"must be in [0, 100], got {self.bleu_threshold}")
+        check(self.bertscore_layer is None or self.bertscore_layer >= 1, "bertscore_layer",
+              f"must be >= 1, got {self.bertscore_layer}")
         check(self.hallucination_margin >= 0, "hallucination_margin", "must be >= 0")
         check(self.fast_examples >= 1, "fast_examples", f"must be >= 1, got {self.fast_examples}")
         if self.judge is not None:
@@ -198,6 +223,8 @@ class EvalConfig:
                 "judge_template",
                 "must contain {prompt} and {response}",
             )
+        if self.trade_off is None:
+            self.trade_off = self.default_trade_off()
         fast = [f.key for f in fast_metrics()]
         bad = [k for k in self.trade_off if k not in fast]
         check(not bad, "trade_off", f"unknown metric(s) {', '.join(bad)}; metrics: {', '.join(fast)}")

@@ -274,11 +274,3 @@ def load_examples(
         if limit is not None and len(out) >= limit:
             break
     return out
-
-
-def example_hash(prompt: str, response: str) -> str:
-    """A forget example's identity in run.json's "trained_examples" (written by training, read by
-    evaluation): sha256(prompt + NUL + response), first 16 hex digits."""
-    import hashlib
-
-    return hashlib.sha256((prompt + "\x00" + response).encode("utf-8")).hexdigest()[:16]

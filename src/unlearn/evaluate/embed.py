@@ -108,25 +108,80 @@ class Embedder:
         return [float(x) for x in (self.encode(texts) @ self.encode(references).T).max(-1)]
 
 
-class BertScorer:
-    """BERTScore F1 (the paper's hallucination similarity), through the optional bert-score package."""
+BERTSCORE_LANG = "en"  # the language of bert-score's baseline files used (the paper's data is English)
 
-    def __init__(self, model: str, device: str = "cpu"):
+
+def bertscore_name(model: str) -> list[str]:
+    """The names bert-score may know `model` by, in the order tried: the hub id as given (its table
+    has "microsoft/deberta-large-mnli"), its last part ("FacebookAI/roberta-large" -> "roberta-large",
+    also a folder's name), then, for a local folder, the model its config.json says it was saved
+    from (`_name_or_path`), likewise."""
+    names: list[str] = []
+
+    def add(name: str) -> None:
+        name = name.strip().rstrip("/")
+        if name:
+            names.extend([name, name.split("/")[-1]])
+
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        names.append(folder.resolve().name)
+        config = folder / "config.json"
+        if config.is_file():
+            import json
+
+            try:
+                saved = json.loads(config.read_text()).get("_name_or_path")
+            except (OSError, ValueError):
+                saved = None
+            if isinstance(saved, str):
+                add(saved)
+    else:
+        add(model)
+    return list(dict.fromkeys(names))
+
+
+def bertscore_settings(model: str, layer: Optional[int], model2layers: dict[str, int], package_dir: Path) -> dict[str, Any]:
+    """bert_score.BERTScorer's arguments, following bert-score's conventions: the layer its
+    model2layers table gives the model (eval.bertscore_layer wins; a model it does not know needs
+    that key), and rescaling with its baseline file for that model and layer where the package
+    ships one (rescale_baseline/<lang>/<name>.tsv), raw F1 where it does not."""
+    names = bertscore_name(model)
+    known = next((n for n in names if n in model2layers), None)
+    if layer is None:
+        if known is None:
+            raise UnlearnError(
+                f"eval.bertscore_layer: bert-score has no layer for '{model}' (known as "
+                f"{', '.join(names)}); set eval.bertscore_layer (roberta-large: 17)"
+            )
+        layer = model2layers[known]
+    baseline = next(
+        (f for n in names if (f := package_dir / "rescale_baseline" / BERTSCORE_LANG / f"{n}.tsv").is_file()), None
+    )
+    return {
+        "model_type": str(model), "num_layers": int(layer), "lang": BERTSCORE_LANG,
+        "rescale_with_baseline": baseline is not None, "baseline_path": str(baseline) if baseline else None,
+    }
+
+
+class BertScorer:
+    """BERTScore F1 (the paper's hallucination similarity), through the optional bert-score package,
+    at bert-score's layer for the model and rescaled with its baseline where it ships one."""
+
+    def __init__(self, model: str, device: str = "cpu", layer: Optional[int] = None):
         if importlib.util.find_spec("bert_score") is None:
             raise UnlearnError(
                 "eval.hallucination_similarity: bertscore needs the bert-score package "
                 "(pip install bert-score); or use embedding"
             )
-        from bert_score import BERTScorer
+        import bert_score
+        from bert_score.utils import model2layers
 
-        num_layers = None
-        folder = Path(model).expanduser()
-        if (folder / "config.json").exists():
-            import json
-
-            num_layers = json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
+        kwargs = bertscore_settings(str(model), layer, model2layers, Path(bert_score.__file__).parent)
+        self.settings = {"model": str(model), "layer": kwargs["num_layers"],
+                         "rescaled_with_baseline": kwargs["rescale_with_baseline"]}
         try:
-            self._scorer = BERTScorer(model_type=str(model), num_layers=num_layers, device=device)
+            self._scorer = bert_score.BERTScorer(**kwargs, device=device)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UnlearnError(f"eval.bertscore_model: cannot load '{model}': {msg}") from None

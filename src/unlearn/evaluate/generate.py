@@ -81,6 +81,15 @@ def prompt_ids(encoder: Encoder, texts: Sequence[str], max_tokens: int, raw: boo
     return out
 
 
+def continuation_text(tok: Any, prompt: Sequence[int], new: Sequence[int]) -> str:
+    """The text that tokens `new` add after `prompt`, as generated. Decoded together with the prompt,
+    because a tokenizer may drop a piece's leading space when decoding it alone (SentencePiece's
+    "▁walked"), and "the boy" + "walked" is not what the model wrote."""
+    head = tok.decode(list(prompt), skip_special_tokens=True)
+    full = tok.decode(list(prompt) + list(new), skip_special_tokens=True)
+    return full[len(head):] if full.startswith(head) else tok.decode(list(new), skip_special_tokens=True)
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -94,8 +103,10 @@ def generate(
     """Generate a response to each prompt (rendered with the encoder's template unless raw).
 
     Batches are built from prompts sorted by length (least padding), left-padded, and run with the
-    KV cache; outputs come back in input order, decoded without special tokens and cut at the
-    template's stop strings. `progress(n)` is called with the number of prompts done per batch.
+    KV cache; outputs come back in input order, decoded without special tokens, cut at the
+    template's stop strings and stripped. Raw prompts (passages, the copyright setting) get their
+    continuation exactly as generated, not stripped: joined to the prompt it is the text the model
+    wrote (fluency reads it so). `progress(n)` is called with the number of prompts done per batch.
     """
     from transformers import GenerationConfig
 
@@ -140,8 +151,10 @@ def generate(
             )
             new = out[:, width:]
             for r, i in enumerate(chunk):
-                text = tok.decode(new[r], skip_special_tokens=True)
-                outputs[i] = cut_at_stop(text, stops).strip()
+                if raw:  # a passage's continuation: kept as generated, leading space and all
+                    outputs[i] = continuation_text(tok, ids[i], new[r].tolist())
+                else:
+                    outputs[i] = cut_at_stop(tok.decode(new[r], skip_special_tokens=True), stops).strip()
             if progress is not None:
                 progress(len(chunk))
     finally:

@@ -27,7 +27,7 @@ from unlearn.data.encode import Encoder
 from unlearn.errors import UnlearnError
 from unlearn.evaluate.generate import GenerationSettings, generate
 from unlearn.evaluate.judges import judge_spec, load_judge
-from unlearn.evaluate.metrics import FORBIDDEN
+from unlearn.evaluate.metrics import get_metric
 from unlearn.evaluate.nll import response_nll
 from unlearn.evaluate.score import evaluate_outputs
 from unlearn.evaluate.sets import EvalSet, load_eval_sets
@@ -206,6 +206,21 @@ class _Bar:
             self.bar.stop()
 
 
+def check_declared_targets(cfg: Config, sets: dict[str, EvalSet]) -> None:
+    """A set that declares its `target` (forbidden or desired) must have a target response in every
+    record: without one there is nothing the declaration could be about (a prompts-only normal set)."""
+    for role, s in sets.items():
+        sc = getattr(cfg.eval, role)
+        if sc is None or sc.target is None:
+            continue
+        missing = next((i for i in s.items if i.target is None), None)
+        if missing is not None:
+            raise UnlearnError(
+                f"{missing.where}: missing field '{sc.response_field}' (needed by eval.{role}.target: "
+                f"{sc.target}: a declared target needs a target response in every record)"
+            )
+
+
 def prepare(cfg: Config, device: str, trained: Optional[dict] = None) -> tuple[Any, dict[str, EvalSet], Any, Any, Any]:
     """(tokenizer, sets, judge, embedder, hallucination similarity): everything that can fail on
     bad input, checked before any model generates. `trained`: run.json's "trained_examples"."""
@@ -213,6 +228,7 @@ def prepare(cfg: Config, device: str, trained: Optional[dict] = None) -> tuple[A
 
     tokenizer = load_tokenizer(cfg.model)
     sets = load_eval_sets(cfg, tokenizer, trained=trained)
+    check_declared_targets(cfg, sets)
     e = cfg.eval
     embedder = similarity = judge = None
     spec = judge_spec(e.judge) if e.judge else None
@@ -227,11 +243,14 @@ def prepare(cfg: Config, device: str, trained: Optional[dict] = None) -> tuple[A
         from unlearn.evaluate.embed import Embedder
 
         embedder = Embedder(e.embedding_model, device)
-    if any(s.has_hallucinated and s.target == FORBIDDEN for s in sets.values()):
+    if any(s.has_hallucinated and role in get_metric("hallucination_rate").sets for role, s in sets.items()):
         if e.hallucination_similarity == "bertscore":
             from unlearn.evaluate.embed import BertScorer
 
-            similarity = BertScorer(e.bertscore_model, device)
+            try:
+                similarity = BertScorer(e.bertscore_model, device, layer=e.bertscore_layer)
+            except UnlearnError as err:  # where the model was named: the file and line to fix
+                raise UnlearnError(f"{cfg.origin('eval.bertscore_model')}: {err}") from None
         else:
             similarity = embedder
     if spec is not None and spec.needs:
@@ -314,12 +333,13 @@ def evaluate_run(
             "embedding_model": e.embedding_model or "all-MiniLM-L6-v2 (bundled)",
             "hallucination_similarity": e.hallucination_similarity if similarity is not None else None,
             "hallucination_margin": e.hallucination_margin,
+            **({"bertscore": similarity.settings} if hasattr(similarity, "settings") else {}),
             "split": e.split,
             "seed": cfg.seed,
             "device": device,
         },
         "sets": {
-            role: {"n": len(s.items), "source": s.source, "kind": s.kind,
+            role: {"n": len(s.items), "source": s.source, "kind": s.kind, "target": e.target_of(role),
                    "rule": ("contains the answer" if s.match == "contains" else f"BLEU >= {e.bleu_threshold:g}"),
                    **s.info}
             for role, s in sets.items()

@@ -76,7 +76,8 @@ def evaluate_outputs(
             per_model[res.label] = score_set(x)
         mo, mu = per_model["original"], per_model["unlearned"]
         names = list(mu) + [n for n in mo if n not in mu]
-        table[role] = {name: metric_row(name, s.target, mo.get(name), mu.get(name)) for name in names}
+        target = cfg.eval.target_of(role)  # the set's declared target: which way each metric is better
+        table[role] = {name: metric_row(name, target, mo.get(name), mu.get(name)) for name in names}
         for idx, item in enumerate(s.items):
             scores = {
                 label: {

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from unlearn.config import EVAL_SETS, SET_TARGETS, Config, EvalSetConfig, SourceConfig
+from unlearn.config import EVAL_SETS, Config, EvalSetConfig, SourceConfig
 from unlearn.errors import UnlearnError
 
 ROLES = EVAL_SETS
@@ -37,11 +37,6 @@ class EvalSet:
     items: list[EvalItem] = field(default_factory=list)
     # How the set was drawn and how it overlaps the training data, for metrics.json's "sets".
     info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def target(self) -> str:
-        """What the set's targets are to the unlearned model: forbidden or desired (SET_TARGETS)."""
-        return SET_TARGETS[self.role]
 
     @property
     def has_targets(self) -> bool:

@@ -89,17 +89,27 @@ def leak_rate(
     return Metric(mean(hits), hits, {"rule": rule, "bleu": bleus})
 
 
-def extraction_leak_rate(outputs: Sequence[str], continuations: Sequence[str], *, threshold: float = 30.0) -> Metric:
-    """Copyright setting: the output, cut to the length of the true continuation (about 200
-    characters), reproduces it with sentence BLEU >= threshold."""
+def cut_to_continuation(output: str, continuation: str) -> str:
+    """A passage's generated continuation cut to the length of the true one (eval.<set>.target_chars):
+    the model may write on past it, and what it writes there is not what is compared."""
+    return output.strip()[: len(continuation)]
+
+
+def _continuation_rate(outputs: Sequence[str], continuations: Sequence[str], threshold: float) -> Metric:
     check_lengths(outputs, continuations)
-    cut = [o.strip()[: len(c)] for o, c in zip(outputs, continuations)]
+    cut = [cut_to_continuation(o, c) for o, c in zip(outputs, continuations)]
     hits, bleus = _reproduces(cut, continuations, threshold, None)
     return Metric(
         mean(hits), hits,
         {"rule": f"BLEU >= {threshold:g} on the next {max(len(c) for c in continuations)} characters",
          "bleu": bleus},
     )
+
+
+def extraction_leak_rate(outputs: Sequence[str], continuations: Sequence[str], *, threshold: float = 30.0) -> Metric:
+    """Copyright setting: the output, cut to the length of the true continuation (about 200
+    characters), reproduces it with sentence BLEU >= threshold."""
+    return _continuation_rate(outputs, continuations, threshold)
 
 
 def retain_accuracy(
@@ -154,6 +164,8 @@ def _extraction_leak_rate(x: SetScoring) -> Optional[Metric]:
     fast={"retain": "retain_accuracy"}, trade_off=True, axis=("y", 0), rank=12,
 )
 def _retain_accuracy(x: SetScoring) -> Optional[Metric]:
+    if x.set.kind == "text":  # passages: the output cut as extraction_leak_rate cuts it on the forget side
+        return _continuation_rate(x.outputs, x.targets, x.settings.bleu_threshold)
     return retain_accuracy(x.outputs, x.targets, threshold=x.settings.bleu_threshold, answers=x.answers)
 
 
