@@ -80,7 +80,7 @@ def test_wilson_interval_by_hand():
 
 def _row(o, u, hib, unit="fraction", interval=None):
     r = {"original": o, "unlearned": u, "change": None if o is None or u is None else u - o,
-         "higher_is_better": hib, "better": None if o == u else (u > o) == hib, "unit": unit, "description": "d"}
+         "higher_is_better": hib, "better": None if o is None or o == u else (u > o) == hib, "unit": unit, "description": "d"}
     if interval:
         r["interval"] = interval
     return r
@@ -123,11 +123,22 @@ def test_verdict_forgotten_and_utility_with_the_numbers_behind():
 def test_verdict_thresholds_are_config_keys_with_checks():
     from unlearn.config import describe_keys
     from unlearn.config.evaluation import VerdictConfig
-    from unlearn.config.fields import InvalidValue
-
     keys = {k for k, *_ in describe_keys()}
     assert {"eval.verdict.forget_target", "eval.verdict.min_cosine", "eval.verdict.retain_ratio",
             "eval.verdict.max_fluency_ratio", "eval.verdict.max_top_answer_share",
             "eval.verdict.min_distinct_ratio"} <= keys
-    with pytest.raises(InvalidValue, match="forget_target"):
-        VerdictConfig(forget_target=1.5)
+    assert VerdictConfig().forget_target == 0.05 and VerdictConfig().min_cosine == 0.8
+
+
+def test_bad_verdict_thresholds_are_one_line_errors(tmp_path, data_files):
+    from conftest import tiny_config, write_config
+
+    from unlearn.config import load_config
+    from unlearn.errors import UnlearnError
+
+    path = write_config(tmp_path / "c.yaml", tiny_config(tmp_path, data_files))
+    with pytest.raises(UnlearnError, match=r"eval\.verdict\.forget_target: must be a fraction in \[0, 1\], got 1.5"):
+        load_config(path, ["eval.verdict.forget_target=1.5"])
+    with pytest.raises(UnlearnError, match=r"eval\.verdict\.max_fluency_ratio: must be >= 1"):
+        load_config(path, ["eval.verdict.max_fluency_ratio=0.5"])
+    assert load_config(path, ["eval.verdict.min_cosine=0.6"]).eval.verdict.min_cosine == 0.6
