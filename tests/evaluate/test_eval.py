@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from conftest import FORGET, RETAIN, tiny_config, write_config, write_jsonl
 from unlearn.cli import app
-from unlearn.report import FILES, fmt, fmt_change
+from unlearn.report import FILES, fmt_change
+from unlearn.report.format import fmt_with_interval
 
 runner = CliRunner()
 
@@ -89,6 +90,19 @@ def test_eval_writes_every_report_file(evaluated):
                 assert row["change"] == pytest.approx(row["unlearned"] - row["original"], abs=1e-3)
     assert m["metrics"]["forget"]["nll"]["higher_is_better"] is True
     assert m["metrics"]["retain"]["nll"]["higher_is_better"] is False
+    # every rate carries its 95 % Wilson interval; the verdict is in metrics.json with its thresholds
+    from unlearn.evaluate.metrics.interval import wilson
+
+    leak = m["metrics"]["forget"]["leak_rate"]
+    k = round(leak["unlearned"] * 4)
+    assert leak["interval"]["unlearned"] == [round(b, 4) for b in wilson(k, 4)]
+    assert "interval" not in m["metrics"]["forget"]["nll"]
+    assert {"distinct_answers", "top_answer_share", "distinct_1", "distinct_2"} <= set(m["metrics"]["normal"])
+    assert m["verdict"]["thresholds"]["forget_target"] == 0.05
+    checks = {(c["set"], c["metric"]): c for c in m["verdict"]["forgotten"]["checks"]}
+    assert checks[("forget", "leak_rate")]["met"] is (leak["unlearned"] <= 0.05)
+    assert ("forget", "harmful_rate") in checks and ("forget", "degenerate_rate") not in checks
+    assert m["verdict"]["forgotten"]["met"] is all(c["value"] <= 0.05 for c in checks.values())
     samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 + 2 + len(RETAIN) + 2
     forget = [s for s in samples if s["set"] == "forget"]
@@ -106,7 +120,9 @@ def test_json_matches_the_markdown_table(evaluated):
     table = md.split("## Summary", 1)[1].split("\n\n", 2)[1]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     expected = [
-        (role, name, fmt(v["original"], v["unit"]), fmt(v["unlearned"], v["unit"]), fmt_change(v["change"], v["unit"]))
+        (role, name, fmt_with_interval(v["original"], v["unit"], v.get("interval", {}).get("original")),
+         fmt_with_interval(v["unlearned"], v["unit"], v.get("interval", {}).get("unlearned")),
+         fmt_change(v["change"], v["unit"]))
         for role, ms in m["metrics"].items() for name, v in ms.items()
     ]
     assert [tuple(r[:5]) for r in rows] == expected
@@ -114,7 +130,7 @@ def test_json_matches_the_markdown_table(evaluated):
     for r, (role, name, *_rest) in zip(rows, expected):
         v = m["metrics"][role][name]
         if v["unlearned"] is not None and v["unit"] == "fraction":
-            assert float(r[3].rstrip("%")) == pytest.approx(100 * v["unlearned"], abs=0.05)
+            assert float(r[3].split(" [")[0].rstrip("%")) == pytest.approx(100 * v["unlearned"], abs=0.05)
         elif v["unlearned"] is not None:
             assert float(r[3]) == pytest.approx(v["unlearned"], abs=0.005)
 

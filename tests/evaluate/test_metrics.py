@@ -135,6 +135,8 @@ DIRECTIONS = {
     "rouge_l_recall": (False, True), "harmful_rate": (False, False), "hallucination_rate": (False, False),
     "similarity_bleu": (True, True), "similarity_cosine": (True, True), "nll": (True, False),
     "diversity": (True, True), "degenerate_rate": (False, False), "fluency": (False, False),
+    "distinct_answers": (True, True), "top_answer_share": (False, False), "distinct_1": (True, True),
+    "distinct_2": (True, True),
 }
 
 
@@ -147,11 +149,14 @@ def test_every_metric_has_one_direction_per_target():
         M.direction("nll", "neutral")
 
 
+COLLAPSE = ["distinct_answers", "top_answer_share", "distinct_1", "distinct_2"]  # across a set's outputs
+
+
 def test_metrics_say_which_sets_they_apply_to():
     assert [m.name for m in M.metrics_for("retain")] == [
-        "retain_accuracy", "rouge_l_recall", "nll", "diversity", "degenerate_rate", "fluency"]
+        "retain_accuracy", "rouge_l_recall", "nll", "diversity", "degenerate_rate", "fluency", *COLLAPSE]
     assert [m.name for m in M.metrics_for("normal")] == [
-        "similarity_bleu", "similarity_cosine", "diversity", "degenerate_rate", "fluency"]
+        "similarity_bleu", "similarity_cosine", "diversity", "degenerate_rate", "fluency", *COLLAPSE]
     assert "leak_rate" in [m.name for m in M.metrics_for("forget_test")]
 
 

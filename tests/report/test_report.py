@@ -137,7 +137,7 @@ def test_terminal_tables_show_the_report_cells():
     from unlearn.report.terminal import demo_table, demo_value, eval_table
 
     text = _printed(eval_table(_metrics()))
-    row = next(ln for ln in text.splitlines() if "leak_rate" in ln)
+    row = next(ln for ln in text.splitlines() if "leak_rate" in ln and " pp" in ln)  # below the verdict
     assert [c.strip() for c in row.strip("│ ").split("│")] == ["forget", "leak_rate", "100.0%", "50.0%", "-50.0 pp",
                                                                "better"]
     # the demo's units: '%' a fraction shown in %, '' a cosine; None is a dash

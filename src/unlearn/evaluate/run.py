@@ -31,6 +31,7 @@ from unlearn.evaluate.metrics import get_metric
 from unlearn.evaluate.nll import response_nll
 from unlearn.evaluate.score import evaluate_outputs
 from unlearn.evaluate.sets import EvalSet, load_eval_sets
+from unlearn.evaluate.verdict import verdict
 
 
 @dataclass
@@ -345,6 +346,7 @@ def evaluate_run(
             for role, s in sets.items()
         },
         "metrics": table,
+        "verdict": verdict(table, e.verdict),
         "seconds": {
             "unlearned_generation": round(unlearned.seconds, 2),
             "original_generation": round(original.seconds, 2),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from unlearn.config import Config
+from unlearn.evaluate.metrics.interval import rate_interval
 from unlearn.evaluate.metrics import Metric, SetScoring, better, direction, get_metric, metrics_for, round_value
 from unlearn.evaluate.sets import EvalSet
 
@@ -39,6 +40,10 @@ def metric_row(name: str, target: str, original: Optional[Metric], unlearned: Op
         "unit": spec.unit,
         "description": spec.description,
     }
+    intervals = {label: [round(b, 4) for b in ci] for label, m in (("original", original), ("unlearned", unlearned))
+                 if m is not None and spec.unit == "fraction" and (ci := rate_interval(m.per_example))}
+    if intervals:  # every rate's 95 % Wilson interval
+        row["interval"] = intervals
     details = {}
     for label, m in (("original", original), ("unlearned", unlearned)):
         if m is not None:

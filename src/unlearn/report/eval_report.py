@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from unlearn.report.format import escape, fmt, fmt_change, html_head, img_tag, md_cell, unique_metrics
+from unlearn.report.format import escape, fmt_change, fmt_with_interval, html_head, img_tag, md_cell, unique_metrics
 from unlearn.report.plots import before_after_png, training_curves_png
+from unlearn.report.verdict import CAVEAT, verdict_html, verdict_markdown, verdict_of
 
 SET_TITLES = {
     "forget": "forget (unlearned prompts)",
@@ -22,19 +23,27 @@ MAX_EXAMPLES = 25  # per set, in the report (samples.jsonl has them all)
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
-    """The summary table, one row per (set, metric), as strings: the same for Markdown and HTML."""
+    """The summary table, one row per (set, metric), as strings: the same for Markdown, HTML and the
+    terminal. Rates carry their 95 % interval. `mark` is better, worse, caveat (better, but the
+    normal outputs collapsed: never shown as plain better) or empty; `verdict` says it in words."""
+    collapsed = verdict_of(metrics)["collapsed"]
     rows = []
     for role, ms in metrics["metrics"].items():
         for name, m in ms.items():
             mark = {True: "better", False: "worse", None: ""}[m["better"]]
+            text = mark
+            if mark == "better" and collapsed:
+                mark, text = "caveat", CAVEAT
+            ci = m.get("interval") or {}
             rows.append({
                 "set": role,
                 "metric": name,
-                "original": fmt(m["original"], m["unit"]),
-                "unlearned": fmt(m["unlearned"], m["unit"]),
+                "original": fmt_with_interval(m["original"], m["unit"], ci.get("original")),
+                "unlearned": fmt_with_interval(m["unlearned"], m["unit"], ci.get("unlearned")),
                 "change": fmt_change(m["change"], m["unit"]),
                 "direction": "higher is better" if m["higher_is_better"] else "lower is better",
-                "verdict": mark,
+                "verdict": text,
+                "mark": mark,
             })
     return rows
 
@@ -99,6 +108,7 @@ def render_markdown(metrics: dict[str, Any], samples: list[dict[str, Any]], exam
     lines = [
         "# Unlearning report",
         "",
+        *verdict_markdown(metrics),
         f"- unlearned model: `{run['model_dir']}`" + (f" ({run['steps']} steps, {run['stop_reason']})" if run.get("steps") else ""),
         f"- original model: `{run['original_model']}`",
         f"- decoding: {st['decoding']}, up to {st['max_new_tokens']} new tokens; a leak is "
@@ -142,6 +152,7 @@ def render_html(metrics: dict[str, Any], samples: list[dict[str, Any]], log: lis
     parts = [
         html_head(f"Unlearning report: {Path(run['output_dir']).name}"),
         "<h1>Unlearning report</h1>",
+        *verdict_html(metrics),
         "<div class='meta'><p>",
         f"Unlearned model <code>{escape(run['model_dir'])}</code>"
         + (f", {escape(run['steps'])} steps ({escape(run['stop_reason'])})" if run.get("steps") else "")
@@ -152,14 +163,16 @@ def render_html(metrics: dict[str, Any], samples: list[dict[str, Any]], log: lis
                             f"reproduced = {escape(v['rule'])}" for r, v in metrics["sets"].items()),
         "</p></div>",
         "<h2>Summary</h2>",
-        "<table class='summary'><tr><th>set</th><th>metric</th><th>original</th><th>unlearned</th><th>change</th><th></th></tr>",
+        "<table class='summary'><tr><th>set</th><th>metric</th><th>original</th><th>unlearned</th><th>change</th><th></th>"
+        "<th></th></tr>",
     ]
     for r in summary_rows(metrics):
         m = metrics["metrics"][r["set"]][r["metric"]]
         parts.append(
-            f"<tr class='{r['verdict']}'><td>{escape(r['set'])}</td><td title='{escape(m['description'])}'>{escape(r['metric'])}</td>"
+            f"<tr class='{r['mark']}'><td>{escape(r['set'])}</td><td title='{escape(m['description'])}'>{escape(r['metric'])}</td>"
             f"<td class='num'>{escape(r['original'])}</td><td class='num'>{escape(r['unlearned'])}</td>"
-            f"<td class='num change'>{escape(r['change'])}</td><td class='small'>{escape(r['direction'])}</td></tr>"
+            f"<td class='num change'>{escape(r['change'])}</td><td class='small'>{escape(r['direction'])}</td>"
+            f"<td class='small{' caveat' if r['mark'] == 'caveat' else ''}'>{escape(r['verdict'])}</td></tr>"
         )
     parts.append("</table>")
     bars = before_after_png(metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 MB = 2**20
 
@@ -16,6 +16,8 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px soli
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ddd;padding:.35em .6em;vertical-align:top}
 th{background:#f4f6f8;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.better td.change{color:#1a7f37;font-weight:600}tr.worse td.change{color:#c62828;font-weight:600}
+tr.caveat td.change{color:#b26a00;font-weight:600}td.caveat{color:#b26a00}
+.verdict p{margin:.3em 0}.met{color:#1a7f37}.missed{color:#c62828}
 .meta{color:#555;font-size:.92em}.meta code{background:#f4f6f8;padding:0 .25em}
 .ex td{max-width:300px;white-space:pre-wrap;word-wrap:break-word}.ex td.scores{font-size:.85em;color:#555;white-space:normal}
 .leak{background:#fdecea}.kept{background:#eaf6ec}img{max-width:100%;border:1px solid #eee}
@@ -33,6 +35,16 @@ def fmt(value: Optional[float], unit: str) -> str:
     if unit in ("nats", "cosine"):
         return f"{value:.3f}"
     return f"{value:.2f}"
+
+
+def fmt_interval(interval: Optional[Sequence[float]]) -> str:
+    """A rate's 95 % interval in % with one decimal: '[0.0, 17.6]'; '' when there is none."""
+    return "" if not interval else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def fmt_with_interval(value: Optional[float], unit: str, interval: Optional[Sequence[float]]) -> str:
+    """A value with its 95 % interval when it has one: '0.0% [0.0, 17.6]'."""
+    return f"{fmt(value, unit)} {fmt_interval(interval)}" if interval and value is not None else fmt(value, unit)
 
 
 def fmt_change(value: Optional[float], unit: str) -> str:

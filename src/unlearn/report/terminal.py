@@ -7,18 +7,37 @@ from typing import Any, Optional
 
 from unlearn.report.eval_report import summary_rows
 from unlearn.report.format import axis_label, fmt, fmt_mb, fmt_seconds
+from unlearn.report.verdict import verdict_lines, verdict_rows
+
+
+def verdict_table(metrics: dict[str, Any]) -> Any:
+    """The verdict (report/verdict.py): the two answers with their reasons, then every check."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+
+    colour = {True: "bold green", False: "bold red", None: "bold"}
+    lines = [f"[{colour[met]}]{escape(label)}[/]: {escape(why)}" for label, met, why in verdict_lines(metrics)]
+    table = Table("", "set", "metric", "unlearned", "rule", "", title="verdict")
+    for r in verdict_rows(metrics):
+        table.add_row(r["question"], r["set"], r["metric"], r["value"], r["rule"],
+                      f"[{'green' if r['met'] == 'met' else 'red'}]{r['met']}[/]")
+    return Group(*lines, table)
 
 
 def eval_table(metrics: dict[str, Any]) -> Any:
-    """The summary of metrics.json: one row per (set, metric), the change green when better."""
+    """The verdict, then the summary of metrics.json: one row per (set, metric), the change green
+    when better, amber when better but the normal outputs collapsed, red when worse."""
+    from rich.console import Group
     from rich.table import Table
 
     table = Table("set", "metric", "original", "unlearned", "change", "")
     for r in summary_rows(metrics):
-        style = {"better": "green", "worse": "red"}.get(r["verdict"], "")
+        style = {"better": "green", "worse": "red", "caveat": "yellow"}.get(r["mark"], "")
         table.add_row(r["set"], r["metric"], r["original"], r["unlearned"],
-                      f"[{style}]{r['change']}[/{style}]" if style else r["change"], r["verdict"])
-    return table
+                      f"[{style}]{r['change']}[/{style}]" if style else r["change"],
+                      f"[{style}]{r['verdict']}[/{style}]" if r["mark"] == "caveat" else r["verdict"])
+    return Group(verdict_table(metrics), table)
 
 
 def demo_value(x: Optional[float], unit: str) -> str:

@@ -15,7 +15,10 @@ applies to which set, its unit and which way is better: registry.py (`direction`
     similarity_cosine    embedding cosine between the two
     nll                  teacher-forced NLL per response token
     diversity            unique-token fraction of each output
-    degenerate_rate      empty outputs and repetition loops
+    degenerate_rate      empty outputs, repetition loops and loops inside words
+    distinct_answers     unique normalised outputs over the set (collapse.py: across outputs)
+    top_answer_share     share of the set's most frequent answer
+    distinct_1/2         distinct-n over all outputs of the set
     fluency              perplexity of the outputs under the original model; empty outputs flagged
 
 A new metric is one new module here: its function and a @register_metric computing it from a
@@ -27,9 +30,11 @@ from unlearn.discovery import lazy_exports
 # Each submodule -> the public names it defines, imported on first use (see unlearn.discovery).
 __getattr__, __all__ = lazy_exports(__name__, {
     "closeness": "similarity_bleu similarity_cosine",
+    "collapse": "distinct_answers distinct_n normalise_answer top_answer_share",
+    "interval": "rate_interval wilson",
     "judged": "harmful_rate hallucination_rate is_hallucinated",
     "likelihood": "nll",
-    "quality": "degenerate_rate diversity fluency is_degenerate unique_token_fraction",
+    "quality": "degenerate_rate diversity fluency is_degenerate is_word_loop unique_token_fraction word_loop",
     "registry": (
         "DESIRED FORBIDDEN FastMetric Metric MetricSpec SetScoring available_metrics "
         "better check_lengths direction fast_metrics get_metric mean metrics_for "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Optional, Sequence
 
 from unlearn.evaluate.metrics.registry import Metric, SetScoring, check_lengths, mean, register_metric
@@ -19,13 +20,36 @@ def diversity(outputs: Sequence[str]) -> Metric:
     return Metric(mean(vals), vals)
 
 
+# A token of at least LOOP_TOKEN characters of which at least LOOP_COVER is one unit of at least
+# LOOP_UNIT characters repeated back to back is a loop inside a word ("Vefbrjartbrjartbrjart"): what
+# over-unlearned models produce once whole-word repetition is gone. Real words with a short repeat
+# ("couscous", "Mississippi") are shorter than LOOP_TOKEN or mostly not the repeat.
+LOOP_TOKEN, LOOP_UNIT, LOOP_COVER = 12, 3, 0.5
+_WORD_LOOP = re.compile(r"(.{%d,}?)\1+" % LOOP_UNIT, re.DOTALL)
+
+
+def word_loop(token: str) -> int:
+    """Characters of `token` in its longest run of one unit (>= LOOP_UNIT characters) repeated back
+    to back, at least twice; 0 if there is none."""
+    return max((len(m.group(0)) for m in _WORD_LOOP.finditer(token)), default=0)
+
+
+def is_word_loop(token: str) -> bool:
+    """A long token (>= LOOP_TOKEN characters) mostly (>= LOOP_COVER) made of a repeated unit."""
+    return len(token) >= LOOP_TOKEN and word_loop(token) >= LOOP_COVER * len(token)
+
+
 def is_degenerate(text: str, *, min_tokens: int = 10, min_unique: float = 0.3) -> bool:
-    """Empty or whitespace, or at least `min_tokens` tokens of which under `min_unique` are distinct
-    (a repetition loop, the usual failure of over-unlearned models)."""
+    """Empty or whitespace; or at least `min_tokens` tokens of which under `min_unique` are distinct
+    (a repetition loop, the usual failure of over-unlearned models); or loops inside words
+    (is_word_loop) holding at least half of the output's characters."""
     toks = text.split()
     if not toks:
         return True
-    return len(toks) >= min_tokens and len(set(toks)) / len(toks) < min_unique
+    if len(toks) >= min_tokens and len(set(toks)) / len(toks) < min_unique:
+        return True
+    looping = sum(len(t) for t in toks if is_word_loop(t))
+    return looping >= 0.5 * sum(len(t) for t in toks)
 
 
 def degenerate_rate(outputs: Sequence[str]) -> Metric:
@@ -65,7 +89,7 @@ def _diversity(x: SetScoring) -> Optional[Metric]:
 
 @register_metric(
     "degenerate_rate", sets=("forget", "forget_test", "retain", "normal"), unit="fraction", higher_is_better_when_forbidden=False,
-    description="fraction of outputs that are empty or a repetition loop", rank=61,
+    description="fraction of outputs that are empty, a repetition loop or loops inside words", rank=61,
 )
 def _degenerate_rate(x: SetScoring) -> Optional[Metric]:
     return degenerate_rate(x.outputs)
