@@ -72,14 +72,14 @@ def test_eval_writes_every_report_file(evaluated):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".eval")]  # no temp leftovers
     m = json.loads((folder / "metrics.json").read_text())
     assert list(m["metrics"]) == ["forget", "forget_test", "retain", "normal"]
-    assert m["sets"]["forget"]["n"] == 4 and m["sets"]["forget_test"]["n"] == 2
+    # The run trained on the 4 examples of the train part: 2 (prompt, response) pairs, each twice in
+    # the file. The forget set is those pairs, once each; forget_test holds 2 examples of the other prompts.
+    assert m["sets"]["forget"]["n"] == 2 and m["sets"]["forget_test"]["n"] == 2
+    assert m["sets"]["forget"]["trained_examples"] == 2 and m["sets"]["forget"]["training_examples"] == 4
     # FORGET * 2 repeats every prompt: grouped by prompt, no held-out prompt was trained on
     assert m["sets"]["forget_test"]["prompts_in_forget_training"] == 0
     assert m["sets"]["forget_test"]["prompts_in_retain"] == 0
-    manifest = json.loads((folder.parent / "run.json").read_text())
-    assert m["sets"]["forget"]["forget_set"] == (
-        "trained examples" if "trained_examples" in manifest else "all forget examples (no record of training)"
-    )
+    assert m["sets"]["forget"]["forget_set"] == "trained examples"
     assert {"leak_rate", "rouge_l_recall", "harmful_rate", "nll", "diversity", "fluency"} <= set(m["metrics"]["forget"])
     assert {"retain_accuracy", "nll"} <= set(m["metrics"]["retain"])
     assert {"similarity_bleu", "similarity_cosine"} <= set(m["metrics"]["normal"])
@@ -94,8 +94,8 @@ def test_eval_writes_every_report_file(evaluated):
     from unlearn.evaluate.metrics.interval import wilson
 
     leak = m["metrics"]["forget"]["leak_rate"]
-    k = round(leak["unlearned"] * 4)
-    assert leak["interval"]["unlearned"] == [round(b, 4) for b in wilson(k, 4)]
+    k = round(leak["unlearned"] * 2)
+    assert leak["interval"]["unlearned"] == [round(b, 4) for b in wilson(k, 2)]
     assert "interval" not in m["metrics"]["forget"]["nll"]
     assert {"distinct_answers", "top_answer_share", "distinct_1", "distinct_2"} <= set(m["metrics"]["normal"])
     assert m["verdict"]["thresholds"]["forget_target"] == 0.05
@@ -104,7 +104,7 @@ def test_eval_writes_every_report_file(evaluated):
     assert ("forget", "harmful_rate") in checks and ("forget", "degenerate_rate") not in checks
     assert m["verdict"]["forgotten"]["met"] is all(c["value"] <= 0.05 for c in checks.values())
     samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 4 + 2 + len(RETAIN) + 2
+    assert len(samples) == 2 + 2 + len(RETAIN) + 2
     forget = [s for s in samples if s["set"] == "forget"]
     leak = sum(s["scores"]["unlearned"]["leak_rate"] for s in forget) / len(forget)
     assert leak == pytest.approx(m["metrics"]["forget"]["leak_rate"]["unlearned"], abs=1e-4)
