@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from unlearn.evaluate.metrics.registry import FORBIDDEN, direction, get_metric
 from unlearn.report.format import escape, fmt_change, fmt_with_interval, html_head, img_tag, md_cell, unique_metrics
 from unlearn.report.plots import before_after_png, training_curves_png
 from unlearn.report.verdict import CAVEAT, verdict_html, verdict_markdown, verdict_of
@@ -20,6 +21,51 @@ SET_TITLES = {
     "normal": "normal (general prompts)",
 }
 MAX_EXAMPLES = 25  # per set, in the report (samples.jsonl has them all)
+
+
+def set_notes(role: str, info: dict[str, Any]) -> list[str]:
+    """What a set holds, in words, from metrics.json's "sets": its target, how the forget set was
+    drawn and how the held-out prompts overlap the training data. Older metrics.json files lack
+    some keys; what is missing is left out."""
+    notes = []
+    if info.get("target"):
+        notes.append(f"target {info['target']}")
+    if info.get("forget_set") == "trained examples":
+        notes.append(f"the {info.get('trained_examples', '?')} distinct examples the run trained on "
+                     f"(of {info.get('training_examples', '?')} training examples)")
+    elif info.get("forget_set"):
+        notes.append(str(info["forget_set"]))
+    for key, where in (("prompts_in_forget_training", "the forget training data"), ("prompts_in_retain", "the retain data")):
+        if info.get(key) is not None:
+            notes.append(f"{info[key]} of its prompts also in {where}")
+    return notes
+
+
+def direction_text(name: str) -> str:
+    """Which way is better for metric `name`, from the metric registry: one way everywhere, or by
+    the set's target (forbidden or desired) for metrics that follow it."""
+    try:
+        spec = get_metric(name)
+    except KeyError:  # a metrics.json from a metric that is no longer registered
+        return "direction as recorded per row"
+    up = "higher" if direction(name, FORBIDDEN) else "lower"
+    if not spec.follows_target:
+        return f"{up} is better"
+    down = "lower" if up == "higher" else "higher"
+    return f"{up} is better where the target is forbidden, {down} where it is desired"
+
+
+def set_line(role: str, info: dict[str, Any]) -> str:
+    """One set, for the report's header: size, source, what counts as reproduced, and set_notes."""
+    notes = "; ".join([f"reproduced = {info['rule']}"] + set_notes(role, info))
+    return f"{role}: {info['n']} examples from {info['source']} ({notes})"
+
+
+def empty_note(details: Any) -> str:
+    """' (3 empty, left out)' where a metric left empty outputs out of its rate (hallucination rate):
+    saying nothing is neither right nor hallucinated, and the count must show."""
+    n = details.get("empty") if isinstance(details, dict) else None
+    return f" ({n} empty, left out)" if n else ""
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
@@ -35,11 +81,14 @@ def summary_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
             if mark == "better" and collapsed:
                 mark, text = "caveat", CAVEAT
             ci = m.get("interval") or {}
+            details = m.get("details") or {}
             rows.append({
                 "set": role,
                 "metric": name,
-                "original": fmt_with_interval(m["original"], m["unit"], ci.get("original")),
-                "unlearned": fmt_with_interval(m["unlearned"], m["unit"], ci.get("unlearned")),
+                "original": fmt_with_interval(m["original"], m["unit"], ci.get("original"))
+                + empty_note(details.get("original")),
+                "unlearned": fmt_with_interval(m["unlearned"], m["unit"], ci.get("unlearned"))
+                + empty_note(details.get("unlearned")),
                 "change": fmt_change(m["change"], m["unit"]),
                 "direction": "higher is better" if m["higher_is_better"] else "lower is better",
                 "verdict": text,
@@ -114,7 +163,8 @@ def render_markdown(metrics: dict[str, Any], samples: list[dict[str, Any]], exam
         f"- decoding: {st['decoding']}, up to {st['max_new_tokens']} new tokens; a leak is "
         + (f"BLEU >= {st['bleu_threshold']:g}" if st.get("bleu_threshold") is not None else "")
         + " or the key answer in the output, per set",
-        "- sets: " + ", ".join(f"{r} ({v['n']}, {v['source']}, {v['rule']})" for r, v in metrics["sets"].items()),
+        "- sets:",
+        *(f"  - {md_cell(set_line(r, v))}" for r, v in metrics["sets"].items()),
         "",
         "## Summary",
         "",
@@ -127,8 +177,7 @@ def render_markdown(metrics: dict[str, Any], samples: list[dict[str, Any]], exam
         )
     lines += ["", "Metrics:", ""]
     for name, m in unique_metrics(metrics["metrics"]).items():
-        lines.append(f"- `{name}`: {m['description']} ({'higher' if m['higher_is_better'] else 'lower'} is better"
-                     + (" on forget sets" if name in ("nll", "rouge_l_recall") else "") + ")")
+        lines.append(f"- `{name}`: {m['description']} ({direction_text(name)})")
     lines += ["", "## Examples", ""]
     for role, group in samples_by_set(samples).items():
         lines += [f"### {SET_TITLES.get(role, role)}", "", "| prompt | target | original | unlearned |", "|---|---|---|---|"]
@@ -159,8 +208,7 @@ def render_html(metrics: dict[str, Any], samples: list[dict[str, Any]], log: lis
         + f"; original <code>{escape(run['original_model'])}</code>.<br>",
         f"Decoding: {escape(st['decoding'])}, up to {escape(st['max_new_tokens'])} new tokens. Judge: {escape(st['judge'] or 'none')}. "
         f"Embeddings: {escape(st['embedding_model'])}.<br>",
-        "Sets: " + "; ".join(f"<b>{escape(r)}</b> {v['n']} examples from <code>{escape(v['source'])}</code>, "
-                            f"reproduced = {escape(v['rule'])}" for r, v in metrics["sets"].items()),
+        "Sets:<br>" + "<br>".join(escape(set_line(r, v)) for r, v in metrics["sets"].items()),
         "</p></div>",
         "<h2>Summary</h2>",
         "<table class='summary'><tr><th>set</th><th>metric</th><th>original</th><th>unlearned</th><th>change</th><th></th>"
