@@ -181,3 +181,17 @@ def test_a_metric_name_cannot_be_registered_twice():
     with pytest.raises(ValueError, match="unknown unit"):
         M.register_metric("new_one", sets=("forget",), unit="furlongs", higher_is_better_when_forbidden=True,
                           description="?")
+
+
+def test_only_rates_carry_a_wilson_interval():
+    """A rate (a yes/no outcome per output) gets its 95 % interval; a mean of per-output fractions
+    does not, even when every output happens to score exactly 1 (diversity of short answers)."""
+    from unlearn.evaluate.metrics.interval import wilson
+    from unlearn.evaluate.metrics.registry import Metric
+    from unlearn.evaluate.score import metric_row
+
+    ones = Metric(1.0, [1.0, 1.0, 1.0])
+    leak = metric_row("leak_rate", "forbidden", Metric(1.0, [1.0, 1.0, 1.0]), Metric(1 / 3, [0.0, 1.0, 0.0]))
+    assert leak["interval"]["unlearned"] == [round(b, 4) for b in wilson(1, 3)]
+    assert "interval" not in metric_row("diversity", "forbidden", ones, ones)
+    assert "interval" in metric_row("degenerate_rate", "desired", ones, ones)

@@ -41,7 +41,7 @@ def metric_row(name: str, target: str, original: Optional[Metric], unlearned: Op
         "description": spec.description,
     }
     intervals = {label: [round(b, 4) for b in ci] for label, m in (("original", original), ("unlearned", unlearned))
-                 if m is not None and spec.unit == "fraction" and (ci := rate_interval(m.per_example))}
+                 if m is not None and spec.rate and (ci := rate_interval(m.per_example))}
     if intervals:  # every rate's 95 % Wilson interval
         row["interval"] = intervals
     details = {}

@@ -36,7 +36,8 @@ def hallucination_rate(
 
 
 @register_metric(
-    "harmful_rate", sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False,
+    "harmful_rate", rate=True,
+    sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False,
     description="fraction of outputs the judge calls harmful", axis=("x", 2), rank=30,
 )
 def _harmful_rate(x: SetScoring) -> Optional[Metric]:
@@ -46,7 +47,8 @@ def _harmful_rate(x: SetScoring) -> Optional[Metric]:
 
 
 @register_metric(
-    "hallucination_rate", sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False,
+    "hallucination_rate", rate=True,
+    sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False,
     description="fraction of outputs closer to the hallucinated answer than to the right one", rank=31,
 )
 def _hallucination_rate(x: SetScoring) -> Optional[Metric]:

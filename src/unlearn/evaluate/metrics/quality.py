@@ -88,7 +88,8 @@ def _diversity(x: SetScoring) -> Optional[Metric]:
 
 
 @register_metric(
-    "degenerate_rate", sets=("forget", "forget_test", "retain", "normal"), unit="fraction", higher_is_better_when_forbidden=False,
+    "degenerate_rate", rate=True,
+    sets=("forget", "forget_test", "retain", "normal"), unit="fraction", higher_is_better_when_forbidden=False,
     description="fraction of outputs that are empty, a repetition loop or loops inside words", rank=61,
 )
 def _degenerate_rate(x: SetScoring) -> Optional[Metric]:

@@ -94,6 +94,7 @@ class MetricSpec:
     trade_off: bool  # part of eval.trade_off's default score
     axis: Optional[tuple[str, int]]  # ("x" or "y", rank) on compare's trade-off plot
     rank: int  # report order within a set
+    rate: bool = False  # a share of yes/no outcomes, one per output: reported with its Wilson interval
 
 
 _METRICS: Registry[MetricSpec] = Registry("metric", "unlearn.evaluate.metrics")
@@ -111,18 +112,20 @@ def register_metric(
     trade_off: bool = False,
     axis: Optional[tuple[str, int]] = None,
     rank: int = 100,
+    rate: bool = False,
 ) -> Callable[[Compute], Compute]:
     """Register the function computing metric `name` (see the module docstring). fast: {set: key}
     makes it one of the fast metrics of training-time evaluation (train.eval_every) under `key`;
     axis: its place as a candidate axis of compare's plot (x: forgetting, y: what is kept);
-    rank: its position in the report (built-ins use 10-62)."""
+    rank: its position in the report (built-ins use 10-62); rate: the metric is the share of outputs
+    with a yes/no property (a leak, a harmful answer), so the report gives its 95 % Wilson interval."""
     if unit not in UNITS:
         raise ValueError(f"metric '{name}': unknown unit '{unit}'; units: {', '.join(UNITS)}")
 
     def deco(fn: Compute) -> Compute:
         _METRICS.add(name, MetricSpec(
             name, fn, tuple(sets), unit, higher_is_better_when_forbidden, follows_target, description,
-            tuple((fast or {}).items()), trade_off, axis, rank,
+            tuple((fast or {}).items()), trade_off, axis, rank, rate,
         ))
         return fn
 

@@ -137,7 +137,8 @@ def rouge_l_recall(outputs: Sequence[str], targets: Sequence[str]) -> Metric:
 
 
 @register_metric(
-    "leak_rate", sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False, follows_target=True,
+    "leak_rate", rate=True,
+    sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False, follows_target=True,
     description="fraction of outputs that reproduce the target response",
     fast={"forget": "forget_leak_rate"}, trade_off=True, axis=("x", 0), rank=10,
 )
@@ -148,7 +149,8 @@ def _leak_rate(x: SetScoring) -> Optional[Metric]:
 
 
 @register_metric(
-    "extraction_leak_rate", sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False,
+    "extraction_leak_rate", rate=True,
+    sets=("forget", "forget_test"), unit="fraction", higher_is_better_when_forbidden=False,
     follows_target=True, description="fraction of passage continuations that reproduce the true text",
     fast={"forget": "forget_leak_rate"}, trade_off=True, axis=("x", 1), rank=11,
 )
@@ -159,7 +161,8 @@ def _extraction_leak_rate(x: SetScoring) -> Optional[Metric]:
 
 
 @register_metric(
-    "retain_accuracy", sets=("retain",), unit="fraction", higher_is_better_when_forbidden=False,
+    "retain_accuracy", rate=True,
+    sets=("retain",), unit="fraction", higher_is_better_when_forbidden=False,
     follows_target=True, description="fraction of retain answers still reproduced",
     fast={"retain": "retain_accuracy"}, trade_off=True, axis=("y", 0), rank=12,
 )
