@@ -129,7 +129,10 @@ def _smollm2_folder() -> Path:
     from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
+    # The conversion builds a randomly initialised model before loading the real weights; it runs
+    # inside the first run, after the seed is set, so it must not draw from the global generator
+    # (the first run's LoRA initialisation would differ from every later run's).
+    with FileLock(str(target) + ".lock"), torch.random.fork_rng(devices=[]):
         if (target / "model.safetensors").exists():
             return target
         from rich.console import Console
