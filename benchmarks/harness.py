@@ -116,19 +116,19 @@ def lora_config(setting: Setting) -> Any:
 
 
 class UnlearnStep:
-    """`unlearn` as shipped: the run's own preparation (unlearn.train.prepare_policy) and its own
+    """`unlearn` as shipped: the run's own preparation (unlearn.train.master_weights, so a full
+    fine-tune of half-precision weights trains fp32 weights under autocast; prepare_policy) and its own
     step (unlearn.train.train_step: forward, objective, backward, clip at 1.0, AdamW), one
     micro-batch a step, no learning-rate schedule. Only the model loading, the data and the
     benchmark's switches (chunk_vocab, compile) are the harness's own."""
 
     def __init__(self, setting: Setting, model: Any, tokenizer: Any, data: dict[str, list]):
-        from accelerate import Accelerator
-
         from unlearn.config import TrainConfig
         from unlearn.data import Encoder, Example, StepBatcher, encode_examples
+        from unlearn.distributed import new_accelerator
         from unlearn.models import add_lora, base_model, forward
         from unlearn.objective import Objective
-        from unlearn.train import prepare_policy
+        from unlearn.train import master_weights, prepare_policy
 
         s = self.setting = setting
         if not s.chunk_vocab:
@@ -142,12 +142,15 @@ class UnlearnStep:
             retain=encode_examples(encoder, retain), mismatch_pool=list(data["pool"]), segments=objective.segments,
             batch_size=s.batch_size, k=s.k, seed=s.seed,
         )
+        mixed_precision = s.mixed_precision
         if s.lora:
             model = add_lora(model, lora_config(s))
         else:
             model.requires_grad_(True)
-        accelerator = Accelerator(mixed_precision=s.mixed_precision, cpu=not torch.cuda.is_available())
-        train = TrainConfig(lr=s.lr, batch_size=s.batch_size, mixed_precision=s.mixed_precision,
+            # As `unlearn run`: half-precision weights train as fp32 master weights under autocast.
+            mixed_precision = master_weights(model, mixed_precision, "auto")
+        accelerator = new_accelerator(mixed_precision, cpu=not torch.cuda.is_available())
+        train = TrainConfig(lr=s.lr, batch_size=s.batch_size, mixed_precision=mixed_precision,
                             gradient_checkpointing=s.gradient_checkpointing, pack_rows=s.pack_rows)
         self.parts, _ = prepare_policy(accelerator, model, objective, batcher, train,
                                        fused=None if s.fused_adamw else False)

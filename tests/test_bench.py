@@ -111,3 +111,20 @@ def test_synthetic_data_has_the_asked_token_lengths(tiny):
     for n in (5, 17, 40):
         text = common.text_of_tokens(tok, n, random.Random(n))
         assert abs(len(tok(text, add_special_tokens=False)["input_ids"]) - n) <= 2
+
+
+def test_benchmark_full_fine_tune_of_bf16_weights_trains_fp32_weights_like_the_run(tiny):
+    """`unlearn run` trains an fp32 copy of bf16 weights under bf16 autocast (train.setup.master_weights);
+    the benchmark's UnlearnStep must run the same thing."""
+    import copy
+
+    import torch
+
+    model, tok = tiny
+    setting = harness.Setting(model="tiny-random-llama", dtype="bfloat16", batch_size=2, k=2, seq_len=64)
+    data = {"forget": FORGET, "retain": RETAIN, "pool": [r for _, r in RETAIN]}
+    step = harness.UnlearnStep(setting, copy.deepcopy(model).to(torch.bfloat16), tok, data)
+    assert step.parts.accelerator.mixed_precision == "bf16"
+    assert step.parts.params and all(p.dtype == torch.float32 for p in step.parts.params)
+    assert all(p.dtype == torch.bfloat16 for p in step.parts.reference.copy.parameters())
+    assert "loss" in step.step(0)

@@ -66,20 +66,20 @@ def test_nll_on_retain():
 
 def test_forward_kl_reference_to_policy():
     # KL((1/2,1/2) || (1/4,3/4)) = 1/2 ln 2 + 1/2 ln(2/3) = 1/2 ln(4/3)
-    assert kl(make_ctx(FG_RT)).item() == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)  # 0.143841
+    assert kl(make_ctx(FG_RT), reduction="mean").item() == pytest.approx(0.5 * math.log(4 / 3), abs=1e-6)  # 0.143841
     # direction matters: the reverse KL((1/4,3/4) || (1/2,1/2)) is a different number
     reverse = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
-    assert abs(kl(make_ctx(FG_RT)).item() - reverse) > 1e-2
+    assert abs(kl(make_ctx(FG_RT), reduction="mean").item() - reverse) > 1e-2
 
 
 def test_kl_is_zero_when_policy_equals_reference():
-    assert kl(make_ctx(FG_RT, reference=POLICY)).item() == pytest.approx(0.0, abs=1e-7)
+    assert kl(make_ctx(FG_RT, reference=POLICY), reduction="mean").item() == pytest.approx(0.0, abs=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_kl_is_finite_with_extreme_half_precision_logits(dtype):
     big = torch.tensor([[0.0, 6e4], [-6e4, 0.0], [0.0, 0.0], [6e4, -6e4]]).to(dtype)
-    v = kl(make_ctx(FG_RT, logits=big, reference=torch.tensor([[6e4, 0.0]] * 4).to(dtype)))
+    v = kl(make_ctx(FG_RT, logits=big, reference=torch.tensor([[6e4, 0.0]] * 4).to(dtype)), reduction="mean")
     assert v.dtype == torch.float32 and torch.isfinite(v)
 
 
@@ -105,3 +105,32 @@ def test_registry_errors_list_what_exists():
 
         register_term("ga", segments=("forget",))(lambda ctx: ctx)
     assert {"ga", "mismatch", "kl", "nll"} <= set(available_terms())
+
+
+# Retain = rows 0 and 1 (two positions, then one); the reference is uniform. Per-position KL:
+#   row 0: KL(U || (1/4,3/4)) = 1/2 ln(4/3), then KL(U || U) = 0;   row 1: 0.
+KL_ROW0 = 0.5 * math.log(4 / 3)
+RT_LONG = {"forget": slice(2, 3), "retain": slice(0, 2)}
+
+
+def test_kl_mean_reduction_divides_each_sequence_by_its_length():
+    # mean (default): row 0 -> KL_ROW0 / 2, row 1 -> 0; then over the batch: KL_ROW0 / 4
+    assert kl(make_ctx(RT_LONG), reduction="mean").item() == pytest.approx(KL_ROW0 / 4, abs=1e-6)
+    assert Objective({"kl": 1.0})(make_ctx(RT_LONG))[1]["kl"].item() == pytest.approx(KL_ROW0 / 4, abs=1e-6)
+
+
+def test_kl_sum_reduction_sums_each_sequence_as_the_paper():
+    # sum (the paper's L_nor): row 0 -> KL_ROW0, row 1 -> 0; then over the batch: KL_ROW0 / 2
+    assert kl(make_ctx(RT_LONG), reduction="sum").item() == pytest.approx(KL_ROW0 / 2, abs=1e-6)
+    obj = Objective({"kl": {"weight": 2.0, "reduction": "sum"}})
+    total, values = obj(make_ctx(RT_LONG))
+    assert values["kl"].item() == pytest.approx(KL_ROW0 / 2, abs=1e-6)
+    assert total.item() == pytest.approx(KL_ROW0, abs=1e-6)
+
+
+def test_kl_reduction_rejects_other_values_in_one_line():
+    from unlearn.errors import UnlearnError
+
+    with pytest.raises(UnlearnError, match=r"objective\.kl\.reduction") as e:
+        Objective({"kl": {"weight": 1.0, "reduction": "max"}})
+    assert "\n" not in str(e.value)

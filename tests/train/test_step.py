@@ -158,3 +158,58 @@ def test_full_reference_is_a_frozen_copy_in_compute_dtype():
     assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in ref.copy.parameters())
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert Reference.build(model).copy.dtype == torch.float32  # no autocast: the model's own dtype
+
+
+def with_dropout(name, p=0.1):
+    """The tiny model of `name`, same weights, rebuilt from a config with dropout p (as OPT ships)."""
+    model, tok = fresh(name=name)
+    cfg = copy.deepcopy(model.config)
+    cfg.attention_dropout = p
+    if hasattr(cfg, "dropout"):
+        cfg.dropout = p  # OPT: hidden-state dropout too
+    noisy = type(model)(cfg)
+    noisy.load_state_dict(model.state_dict())
+    return noisy, tok
+
+
+@pytest.mark.parametrize("name", ["tiny-random-llama", "tiny-random-opt"])
+@pytest.mark.parametrize("keep", [False, True], ids=["default", "keep_dropout"])
+def test_policy_dropout_is_off_by_default_so_step_zero_matches_the_reference(name, keep):
+    """With the model's dropout off (the default), the policy equals the frozen reference at step 0:
+    KL 0 and NPO's log-ratio 0. train.keep_dropout: true keeps it on, and then they differ."""
+    from unlearn.config import TrainConfig
+    from unlearn.distributed import new_accelerator
+    from unlearn.train import prepare_policy
+    from unlearn.train.step import forward_objective
+
+    torch.manual_seed(0)
+    model, tok = with_dropout(name)
+    model.requires_grad_(True)
+    objective = Objective({"kl": 1.0, "npo": 1.0})
+    batcher = make_batcher(tok, segments=objective.segments)
+    train = TrainConfig(lr=1e-5, batch_size=2, keep_dropout=keep)
+    parts, _ = prepare_policy(new_accelerator("no", cpu=True), model, objective, batcher, train)
+    assert parts.inner.model.training  # still in training mode (gradient checkpointing needs it)
+    ctx, _, values = forward_objective(parts, batcher.batch(0))
+    log_ratio = ctx.seq_logp("forget") - ctx.reference_seq_logp("forget")
+    if keep:
+        assert values["kl"].item() > 1e-5 and log_ratio.abs().max().item() > 1e-3
+    else:
+        assert values["kl"].item() == pytest.approx(0.0, abs=1e-6)
+        assert log_ratio.abs().max().item() == pytest.approx(0.0, abs=1e-4)
+    # the saved model keeps its own config
+    assert parts.inner.model.config.attention_dropout == 0.1
+
+
+def test_disable_dropout_zeroes_the_models_dropout_but_not_loras():
+    from unlearn.models import disable_dropout
+
+    model, _ = with_dropout("tiny-random-opt")
+    model = add_lora(model, LoraConfig(r=4, alpha=8, dropout=0.2))
+    assert disable_dropout(model) > 0
+    lora = [m.p for n, m in model.named_modules() if "lora_dropout." in n]
+    assert lora and all(p == 0.2 for p in lora)
+    rest = [(n, a, v) for n, m in model.named_modules() if "lora_dropout" not in n
+            for a, v in vars(m).items() if (a.endswith("dropout") or a == "layerdrop") and isinstance(v, float)]
+    assert rest and all(v == 0.0 for _, _, v in rest), rest
+    assert all(m.p == 0.0 for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" not in n)

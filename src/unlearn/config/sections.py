@@ -206,6 +206,12 @@ class TrainConfig:
         "no", help="Autocast the forward pass (accelerate). fp16 needs a GPU."
     )
     gradient_checkpointing: bool = setting(False, help="Recompute activations to save memory.")
+    keep_dropout: bool = setting(
+        False,
+        help="Keep the model's own dropout (its config's attention/hidden dropout, e.g. OPT's 0.1) "
+        "while training. false: off, as TRL does, so the policy equals the frozen original at step "
+        "0 (KL 0, NPO/DPO log-ratios 0). LoRA's dropout is model.lora.dropout, unaffected.",
+    )
     pack_rows: bool = setting(
         True,
         help="Pack a step's short rows (mismatch answers, retain examples) side by side into rows as "

@@ -1,9 +1,11 @@
 """The model layer: loading (load), the frozen reference (reference), saving (save), the training
-forward that computes response-position logits (forward) and the row packing it uses (pack).
+forward that computes response-position logits (forward), the row packing it uses (pack) and
+switching off the model's dropout for training (dropout).
 
 Everything public is importable from here: `from unlearn.models import load_model, ResponseLM`.
 """
 
+from unlearn.models.dropout import disable_dropout
 from unlearn.models.forward import (
     ResponseLM,
     base_model,
@@ -37,7 +39,7 @@ from unlearn.models.save import save_model
 
 __all__ = [
     "ALIASES", "DTYPES", "SMOLLM2_GGUF", "PackedRows", "Reference",
-    "ResponseLM", "add_lora", "base_model", "computed_tokens", "byte_tokenizer", "cache_dir", "ensure_pad_token", "forward_kl_of",
+    "ResponseLM", "add_lora", "base_model", "computed_tokens", "byte_tokenizer", "cache_dir", "disable_dropout", "ensure_pad_token", "forward_kl_of",
     "is_peft", "layout_cost", "load_model", "load_tokenizer", "logits_at", "model_hidden_size", "pack_rows", "packed_layout",
     "packed_inputs", "per_position", "quiet_transformers", "resolve_name", "response_logits", "save_model",
     "token_logps_of",

@@ -30,7 +30,7 @@ from unlearn.distributed import (
 )
 from unlearn.errors import UnlearnError
 from unlearn.files import check_free_space, inside, refuse_dangerous_overwrite, remove_stale_temps, write_text_atomic
-from unlearn.models import Reference, ResponseLM, add_lora, load_model
+from unlearn.models import Reference, ResponseLM, add_lora, disable_dropout, load_model
 from unlearn.objective import Objective
 from unlearn.runstate import Manifest, run_status
 from unlearn.train.checkpoint import check_resume_config, latest_checkpoint, load_checkpoint, loop_state
@@ -119,6 +119,8 @@ def prepare_policy(
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     model.train()
+    if not train.keep_dropout:  # the reference runs without dropout: so does the policy
+        disable_dropout(model)
     policy = ResponseLM(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, train, fused)
