@@ -158,3 +158,14 @@ def test_markdown_cells_and_html_escape():
     assert md_cell("a|b\nc") == "a\\|b ⏎ c" and md_cell(None) == ""
     assert escape("<i>'x'</i>") == "&lt;i&gt;&#x27;x&#x27;&lt;/i&gt;" and escape(None) == ""
     assert objective_text({"ga": 0.5, "npo": {"weight": 1, "beta": 0.1}}) == "ga 0.5 + npo 1 (beta=0.1)"
+
+
+def test_the_compare_table_leaves_out_the_registrys_detail_metrics():
+    """compare.md has one row per method: the finer collapse views (distinct answers, distinct-1/2 of
+    every set) stay in compare.json, the headline (top-answer share) is a column."""
+    from unlearn.report.compare_report import columns
+
+    data = {"metrics": {"normal": {"similarity_cosine": {}, "top_answer_share": {}, "distinct_1": {},
+                                   "distinct_2": {}, "distinct_answers": {}, "no_longer_registered": {}}}}
+    assert columns(data) == [("normal", "similarity_cosine"), ("normal", "top_answer_share"),
+                             ("normal", "no_longer_registered")]

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from unlearn.evaluate.metrics.registry import get_metric
 from unlearn.report.format import (
     CSS, axis_label, escape, fmt, fmt_mb, fmt_seconds, html_head, img_tag, md_cell, objective_text, unique_metrics,
 )
@@ -19,8 +20,17 @@ COMPARE_CSS = (CSS + "tr.failed td{background:#fdecea}tr.original td{background:
 
 
 def columns(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """(set, metric) of every metric, in evaluation order."""
-    return [(role, name) for role, ms in data["metrics"].items() for name in ms]
+    """(set, metric) of every metric but the registry's details (compare.json keeps those), in
+    evaluation order."""
+    return [(role, name) for role, ms in data["metrics"].items() for name in ms if not is_detail(name)]
+
+
+def is_detail(name: str) -> bool:
+    """Whether the metric registry marks `name` a detail; a metric no longer registered is shown."""
+    try:
+        return get_metric(name).detail
+    except KeyError:
+        return False
 
 
 def table_rows(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ def distinct_n(outputs: Sequence[str], n: int) -> Metric:
 
 
 @register_metric(
-    "distinct_answers", sets=ALL_SETS, unit="fraction", higher_is_better_when_forbidden=True,
+    "distinct_answers", detail=True, sets=ALL_SETS, unit="fraction", higher_is_better_when_forbidden=True,
     description="distinct answers over the set: unique normalised outputs / outputs", rank=63,
 )
 def _distinct_answers(x: SetScoring) -> Optional[Metric]:
@@ -72,7 +72,7 @@ def _top_answer_share(x: SetScoring) -> Optional[Metric]:
 
 
 @register_metric(
-    "distinct_1", sets=ALL_SETS, unit="fraction", higher_is_better_when_forbidden=True,
+    "distinct_1", detail=True, sets=ALL_SETS, unit="fraction", higher_is_better_when_forbidden=True,
     description="distinct-1 over the set: unique words / all words of every output", rank=65,
 )
 def _distinct_1(x: SetScoring) -> Optional[Metric]:
@@ -80,7 +80,7 @@ def _distinct_1(x: SetScoring) -> Optional[Metric]:
 
 
 @register_metric(
-    "distinct_2", sets=ALL_SETS, unit="fraction", higher_is_better_when_forbidden=True,
+    "distinct_2", detail=True, sets=ALL_SETS, unit="fraction", higher_is_better_when_forbidden=True,
     description="distinct-2 over the set: unique word pairs / all word pairs of every output", rank=66,
 )
 def _distinct_2(x: SetScoring) -> Optional[Metric]:

@@ -95,6 +95,7 @@ class MetricSpec:
     axis: Optional[tuple[str, int]]  # ("x" or "y", rank) on compare's trade-off plot
     rank: int  # report order within a set
     rate: bool = False  # a share of yes/no outcomes, one per output: reported with its Wilson interval
+    detail: bool = False  # kept in metrics.json and compare.json, left out of compare's table
 
 
 _METRICS: Registry[MetricSpec] = Registry("metric", "unlearn.evaluate.metrics")
@@ -113,19 +114,22 @@ def register_metric(
     axis: Optional[tuple[str, int]] = None,
     rank: int = 100,
     rate: bool = False,
+    detail: bool = False,
 ) -> Callable[[Compute], Compute]:
     """Register the function computing metric `name` (see the module docstring). fast: {set: key}
     makes it one of the fast metrics of training-time evaluation (train.eval_every) under `key`;
     axis: its place as a candidate axis of compare's plot (x: forgetting, y: what is kept);
     rank: its position in the report (built-ins use 10-62); rate: the metric is the share of outputs
-    with a yes/no property (a leak, a harmful answer), so the report gives its 95 % Wilson interval."""
+    with a yes/no property (a leak, a harmful answer), so the report gives its 95 % Wilson interval;
+    detail: a finer view of another metric, left out of `unlearn compare`'s table (one row per method
+    must stay readable) but kept in its compare.json and in every method's own report."""
     if unit not in UNITS:
         raise ValueError(f"metric '{name}': unknown unit '{unit}'; units: {', '.join(UNITS)}")
 
     def deco(fn: Compute) -> Compute:
         _METRICS.add(name, MetricSpec(
             name, fn, tuple(sets), unit, higher_is_better_when_forbidden, follows_target, description,
-            tuple((fast or {}).items()), trade_off, axis, rank, rate,
+            tuple((fast or {}).items()), trade_off, axis, rank, rate, detail,
         ))
         return fn
 
