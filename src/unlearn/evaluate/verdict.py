@@ -8,8 +8,8 @@
                    distinct answers fall below min_distinct_ratio x the original's
 
 Each check keeps the numbers behind it (value, original, interval, the rule), so reports show why.
-A forgetting rate is a metric registered for the forget sets only, a fraction, lower is better on
-the set's target (its row says so): leak, extraction leak, harmful, hallucination rate.
+A forgetting rate is a rate (register_metric(rate=True)) registered for the forget sets only, lower
+is better on the set's target (its row says so): leak, extraction leak, harmful, hallucination rate.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def forgetting_rates(table: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
                 spec = get_metric(name)
             except KeyError:  # a metric of a plugin no longer installed
                 continue
-            if set(spec.sets) <= set(FORGET_SETS) and row["unit"] == "fraction" and not row["higher_is_better"]:
+            if spec.rate and set(spec.sets) <= set(FORGET_SETS) and not row["higher_is_better"]:
                 out.append((role, name))
     return out
 
