@@ -10,6 +10,7 @@ the key, and list the valid keys of the section.
     fields.py      setting() (a field with help), check() / InvalidValue for __post_init__ checks
     sections.py    model, lora, data (sources, mismatch), train
     evaluation.py  eval and its sets (EVAL_SETS, SET_TARGETS)
+    audit.py       audit: the attacks of `unlearn audit` and their budgets
     schema.py      Config, the whole run
     reading.py     safe YAML with the line of every key
     load.py        overrides, typed construction (coercion, error positions), describe_keys
@@ -18,6 +19,7 @@ Names a registry owns are not listed here: loss terms and presets (unlearn.objec
 metrics (unlearn.evaluate.judges, unlearn.evaluate.metrics); the schema asks them.
 """
 
+from unlearn.config.audit import AuditConfig
 from unlearn.config.evaluation import EVAL_SETS, SET_TARGETS, EvalConfig, EvalSetConfig
 from unlearn.config.fields import InvalidValue, check, setting
 from unlearn.config.load import apply_override, build, config_from_dict, describe_keys, load_config
@@ -33,7 +35,7 @@ from unlearn.config.sections import (
 )
 
 __all__ = [
-    "EVAL_SETS", "MAX_YAML_DEPTH", "SET_TARGETS", "Config", "DataConfig", "EvalConfig", "EvalSetConfig",
+    "AuditConfig", "EVAL_SETS", "MAX_YAML_DEPTH", "SET_TARGETS", "Config", "DataConfig", "EvalConfig", "EvalSetConfig",
     "InvalidValue", "LoraConfig", "MismatchConfig", "ModelConfig", "SourceConfig", "TrainConfig",
     "apply_override", "build", "check", "config_from_dict", "describe_keys", "load_config", "read_yaml",
     "setting",

@@ -222,6 +222,11 @@ class EvalConfig:
     verdict: VerdictConfig = setting(
         help="Thresholds of the report's verdict (forgotten? utility kept? collapsed?).", factory=VerdictConfig
     )
+    audit: bool = setting(
+        False,
+        help="`unlearn eval` also runs `unlearn audit` (the attacks of the config's audit section) and "
+        "adds its 'Is it really gone?' section to the report.",
+    )
 
     def target_of(self, role: str) -> str:
         """The target of evaluation set `role`: its declared `target`, else SET_TARGETS[role]."""

@@ -14,6 +14,7 @@ from typing import Any, Union
 
 import yaml
 
+from unlearn.config.audit import AuditConfig
 from unlearn.config.evaluation import EvalConfig
 from unlearn.config.fields import as_float, check, setting
 from unlearn.config.sections import DataConfig, ModelConfig, TrainConfig
@@ -36,6 +37,8 @@ class Config:
     )
     train: TrainConfig = setting(help="The loop.", factory=TrainConfig)
     eval: EvalConfig = setting(help="Evaluation (`unlearn eval` and train.eval_every).", factory=EvalConfig)
+    audit: AuditConfig = setting(help="`unlearn audit`: attacks that try to bring forgotten outputs back.",
+                                 factory=AuditConfig)
     seed: int = setting(0, help="Seed for data order, mismatch draws and initialisation.")
     imports: list[str] = setting(
         help="Python modules imported before the rest of the config is checked, e.g. [my_unlearn_terms]: "
