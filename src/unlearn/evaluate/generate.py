@@ -63,11 +63,16 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def prompt_ids(encoder: Encoder, texts: Sequence[str], max_tokens: int, raw: bool = False) -> list[list[int]]:
+def prompt_ids(encoder: Encoder, texts: Sequence[str], max_tokens: int, raw: bool = False,
+               prefills: Optional[Sequence[str]] = None) -> list[list[int]]:
     """Token ids of rendered prompts, tokenized as the Encoder tokenizes training text.
-    raw=True: the texts are given as they are, without the template (passage prefixes)."""
+    raw=True: the texts are given as they are, without the template (passage prefixes).
+    prefills: text each answer is made to start with, appended after the rendered prompt (the
+    audit's "Sure, here is" attacks); the space before it belongs to it, as before a response."""
     tok = encoder.tokenizer
     rendered = list(texts) if raw else [encoder.prompt_text(t) for t in texts]
+    if prefills is not None:
+        rendered = [r + (" " + p if p and not encoder.chat else p) for r, p in zip(rendered, prefills)]
     add_special = raw or not encoder.chat
     if raw and tok.bos_token and all(t.startswith(tok.bos_token) for t in rendered):
         add_special = False  # already rendered with special tokens (a judge's chat template)
@@ -98,6 +103,7 @@ def generate(
     settings: GenerationSettings,
     *,
     raw: bool = False,
+    prefills: Optional[Sequence[str]] = None,
     progress: Optional[Callable[[int], None]] = None,
 ) -> list[str]:
     """Generate a response to each prompt (rendered with the encoder's template unless raw).
@@ -106,14 +112,15 @@ def generate(
     KV cache; outputs come back in input order, decoded without special tokens, cut at the
     template's stop strings and stripped. Raw prompts (passages, the copyright setting) get their
     continuation exactly as generated, not stripped: joined to the prompt it is the text the model
-    wrote (fluency reads it so). `progress(n)` is called with the number of prompts done per batch.
+    wrote (fluency reads it so). `prefills`: text each answer is forced to start with (not part of
+    the returned output). `progress(n)` is called with the number of prompts done per batch.
     """
     from transformers import GenerationConfig
 
     if not prompts:
         return []
     tok = encoder.tokenizer
-    ids = prompt_ids(encoder, prompts, settings.max_prompt_tokens, raw)
+    ids = prompt_ids(encoder, prompts, settings.max_prompt_tokens, raw, prefills)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
     stops = [] if raw else stop_strings(encoder)
     gen_cfg = GenerationConfig(

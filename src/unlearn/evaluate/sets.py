@@ -26,6 +26,7 @@ class EvalItem:
     answers: Optional[list[str]] = None  # match: contains
     hallucinated: Optional[str] = None
     where: str = ""
+    group: Any = None  # data.forget.group_field's value (forget sets): the audit relearns by group
 
 
 @dataclass
@@ -283,6 +284,16 @@ def _overlap(items: list[EvalItem], records: list[tuple[str, dict[str, Any]]], s
     }
 
 
+def read_eval_set(source: EvalSetConfig, role: str, tokenizer: Any, name: Optional[str] = None) -> EvalSet:
+    """One set read from its own source (e.g. the audit's paraphrases), scored as evaluation set
+    `role`; `name` is what errors call it (default eval.ROLE). An empty source is an error."""
+    records = _records(source, name or role)
+    if not records:
+        raise UnlearnError(f"{source.describe()}: {name or 'eval set ' + role} is empty")
+    items = [_item(rec, where, role, source, tokenizer) for where, rec in records]
+    return EvalSet(role, source.describe(), source.kind, source.match, items)
+
+
 def load_eval_sets(
     cfg: Config, tokenizer: Any, roles: Optional[list[str]] = None, trained: Optional[dict[str, Any]] = None
 ) -> dict[str, EvalSet]:
@@ -316,6 +327,10 @@ def load_eval_sets(
             extra = f" (eval.split {cfg.eval.split} leaves it nothing)" if from_forget and cfg.eval.split else ""
             raise UnlearnError(f"{source.describe()}: eval set '{role}' is empty{extra}")
         items = [_item(rec, where, role, source, tokenizer) for where, rec in records]
+        group_field = cfg.data.forget.group_field if cfg.data.forget is not None else None
+        if group_field and role in ("forget", "forget_test"):
+            for item, (_, rec) in zip(items, records):
+                item.group = rec.get(group_field)
         if role == "forget_test":
             info.update(_overlap(items, records, source, training))
         sets[role] = EvalSet(role, source.describe(), source.kind, source.match, items, info)
