@@ -25,7 +25,7 @@ PACKAGE = SRC / "unlearn"
 # so the config schema below the members may ask it which names exist.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "version", "files", "runstate", "memory", "discovery"),
-    ("objective.presets", "evaluate.metrics.registry", "evaluate.judges.registry"),
+    ("objective.presets", "evaluate.metrics.registry", "evaluate.judges.registry", "audit.rewrites"),
     ("recipes",),
     ("config",),
     ("data",),
