@@ -12,6 +12,6 @@ Importing this package loads neither matplotlib nor torch: the figures import ma
 
 from unlearn.report.eval_report import summary_rows
 from unlearn.report.format import fmt, fmt_change
-from unlearn.report.write import FILES, write_compare, write_report, write_report_files
+from unlearn.report.write import FILES, add_audit_to_report, write_audit, write_compare, write_report, write_report_files
 
-__all__ = ["FILES", "fmt", "fmt_change", "summary_rows", "write_compare", "write_report", "write_report_files"]
+__all__ = ["FILES", "add_audit_to_report", "write_audit", "fmt", "fmt_change", "summary_rows", "write_compare", "write_report", "write_report_files"]

@@ -2,6 +2,7 @@
 
     write_report(result)            -> OUTPUT_DIR/eval/{metrics.json, samples.jsonl, report.md, report.html}
     write_compare(folder, data)     -> OUTPUT_DIR/compare/{tradeoff.png, compare.html, compare.md, compare.json}
+    write_audit(folder, audit)      -> OUTPUT_DIR/audit/{audit.json, report.md, report.html}
 
 The eval report's four files are written into a temporary folder that is renamed into place
 (unlearn.files.replace_dir), so a report is either complete or absent, and an earlier one is
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from unlearn.files import iter_log, replace_dir, write_bytes_atomic, write_text_atomic
-from unlearn.report import compare_report, eval_report
+from unlearn.report import audit_report, compare_report, eval_report
 from unlearn.report.plots import tradeoff_png
 
 FILES = ("metrics.json", "samples.jsonl", "report.md", "report.html")
@@ -37,21 +38,16 @@ def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def write_report_files(
-    folder: Path, metrics: dict[str, Any], samples: list[dict[str, Any]], train_log: Optional[Path] = None
-) -> Path:
-    """Write the four report files into `folder` atomically: a temp folder beside it, renamed into
-    place (an earlier report there is replaced only once the new one is complete)."""
+def write_folder(folder: Path, files: dict[str, str]) -> Path:
+    """Write text files into `folder` atomically: a temp folder beside it, renamed into place (an
+    earlier folder there is replaced only once the new one is complete)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    log = read_train_log(train_log)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-        write_text_atomic(tmp / "samples.jsonl", _jsonl(samples))
-        write_text_atomic(tmp / "report.md", eval_report.render_markdown(metrics, samples))
-        write_text_atomic(tmp / "report.html", eval_report.render_html(metrics, samples, log))
+        for name, text in files.items():
+            write_text_atomic(tmp / name, text)
         replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -59,11 +55,53 @@ def write_report_files(
     return folder
 
 
-def write_report(result: Any, folder: Optional[Path] = None) -> Path:
+def write_report_files(
+    folder: Path, metrics: dict[str, Any], samples: list[dict[str, Any]], train_log: Optional[Path] = None,
+    audit: Optional[dict[str, Any]] = None,
+) -> Path:
+    """Write the four report files into `folder`, whole or absent (write_folder); with `audit`
+    (audit.json's content) the reports end with the "Is it really gone?" section."""
+    log = read_train_log(train_log)
+    md = eval_report.render_markdown(metrics, samples)
+    page = eval_report.render_html(metrics, samples, log)
+    if audit is not None:
+        md += "\n" + audit_report.render_markdown(audit)
+        page = page.replace("</body></html>", audit_report.render_html_section(audit) + "\n</body></html>")
+    return write_folder(folder, {
+        "metrics.json": json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
+        "samples.jsonl": _jsonl(samples), "report.md": md, "report.html": page,
+    })
+
+
+def write_report(result: Any, folder: Optional[Path] = None, audit: Optional[dict[str, Any]] = None) -> Path:
     """Write an EvalResult (unlearn.evaluate.run) to OUTPUT_DIR/eval (or `folder`), with the
-    training curves of OUTPUT_DIR/train_log.jsonl."""
+    training curves of OUTPUT_DIR/train_log.jsonl (and the audit's section, when given)."""
     folder = Path(folder) if folder is not None else result.output_dir / "eval"
-    return write_report_files(folder, result.metrics, result.samples, result.output_dir / "train_log.jsonl")
+    return write_report_files(folder, result.metrics, result.samples, result.output_dir / "train_log.jsonl", audit)
+
+
+def write_audit(folder: Path, audit: dict[str, Any]) -> Path:
+    """OUTPUT_DIR/audit/{audit.json, report.md, report.html}, whole or absent."""
+    return write_folder(folder, {
+        "audit.json": json.dumps(audit, indent=2, ensure_ascii=False) + "\n",
+        "report.md": "# Audit\n\n" + audit_report.render_markdown(audit),
+        "report.html": audit_report.render_html(audit),
+    })
+
+
+def add_audit_to_report(folder: Path, audit: dict[str, Any]) -> bool:
+    """Re-render the evaluation report in `folder` (OUTPUT_DIR/eval) with the audit's section, when
+    that report exists and evaluated the same model; False when there is none to extend."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return False
+    if metrics.get("run", {}).get("model_dir") != audit["run"]["model_dir"]:
+        return False
+    train_log = Path(audit["run"]["output_dir"]) / "train_log.jsonl"
+    write_report_files(folder, metrics, samples, train_log if train_log.exists() else None, audit)
+    return True
 
 
 def write_compare(folder: Path, data: dict[str, Any]) -> dict[str, Path]:
