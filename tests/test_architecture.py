@@ -25,7 +25,7 @@ PACKAGE = SRC / "unlearn"
 # so the config schema below the members may ask it which names exist.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "version", "files", "runstate", "memory", "discovery"),
-    ("objective.presets", "evaluate.metrics.registry", "evaluate.judges.registry", "audit.rewrites"),
+    ("objective.presets", "evaluate.metrics.registry", "evaluate.judges.registry", "auditing.rewrites"),
     ("recipes",),
     ("config",),
     ("data",),
@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distributed",),
     ("train",),
     ("evaluate",),
-    ("audit",),
+    ("auditing",),
     ("report",),
     ("api",),
     ("comparison", "demo"),

@@ -1,6 +1,6 @@
 """The config's `audit` section: the attacks of `unlearn audit` (is it really gone?) and their budgets.
 
-Attack and rewrite names are not listed here: the audit's attack registry (unlearn.audit) owns them
+Attack and rewrite names are not listed here: the audit's attack registry (unlearn.auditing) owns them
 and checks the names given here before any model is loaded.
 """
 

@@ -3,7 +3,7 @@
     template    the other prompt format: the tokenizer's chat template when the run trained with qa
                 (or a format string), qa when it trained with chat. Unlearning that only learned
                 "answer differently after '### Question:'" leaks here.
-    jailbreak   each jailbreak-style rewrite of unlearn.audit.rewrites (prefix injection, a forced
+    jailbreak   each jailbreak-style rewrite of unlearn.auditing.rewrites (prefix injection, a forced
                 "Sure, here is" start, role play, few-shot context, ...), one row per rewrite
     paraphrase  the user's own rewrites of the forget prompts (audit.paraphrases)
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from unlearn.audit.context import AuditContext, Probe
-from unlearn.audit.registry import register_attack
-from unlearn.audit.rewrites import RewriteContext, get_rewrite, rewrites
+from unlearn.auditing.context import AuditContext, Probe
+from unlearn.auditing.registry import register_attack
+from unlearn.auditing.rewrites import RewriteContext, get_rewrite, rewrites
 
 
 def other_template(ctx: AuditContext) -> Optional[str]:

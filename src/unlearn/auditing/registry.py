@@ -2,7 +2,7 @@
 
 An attack is registered with the function that runs it on one model (the unlearned one, then the
 original as the baseline) and returns its trials, one per variant (a rewrite kind, a bit width).
-A prompt attack returns Probes instead (unlearn.audit.context): the runner generates every prompt
+A prompt attack returns Probes instead (unlearn.auditing.context): the runner generates every prompt
 attack's probes together, in one batched pass per model.
 
     @register_attack("quantize", kind="weights", source="Zhang et al., ICLR 2025",
@@ -11,7 +11,7 @@ attack's probes together, in one batched pass per model.
 
 `applies(ctx)` returns None when the attack can run on this audit, else the reason it is skipped
 (no paraphrase file given, no GPU for bitsandbytes, ...). Attack modules are found, not listed:
-every module of unlearn.audit.attacks is imported on first use.
+every module of unlearn.auditing.attacks is imported on first use.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class AttackSpec:
     applies: Callable[[Any], Optional[str]]
 
 
-_ATTACKS: Registry[AttackSpec] = Registry("attack", "unlearn.audit.attacks")
+_ATTACKS: Registry[AttackSpec] = Registry("attack", "unlearn.auditing.attacks")
 
 
 def register_attack(

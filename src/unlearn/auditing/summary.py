@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from unlearn.audit.context import FORGET_ROLES, AuditContext
-from unlearn.audit.registry import AttackSpec, Trial
+from unlearn.auditing.context import FORGET_ROLES, AuditContext
+from unlearn.auditing.registry import AttackSpec, Trial
 from unlearn.evaluate.metrics import direction, get_metric, mean
 from unlearn.evaluate.metrics.interval import rate_interval
 

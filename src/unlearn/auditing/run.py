@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from unlearn.audit.context import FORGET_ROLES, AuditContext
-from unlearn.audit.registry import KINDS, AttackSpec, Trial, available_attacks
-from unlearn.audit.rewrites import rewrites
+from unlearn.auditing.context import FORGET_ROLES, AuditContext
+from unlearn.auditing.registry import KINDS, AttackSpec, Trial, available_attacks
+from unlearn.auditing.rewrites import rewrites
 from unlearn.config import Config, EvalSetConfig
 from unlearn.errors import UnlearnError
 from unlearn.evaluate.run import check_run, free_model, pick_device, prepare
@@ -137,7 +137,7 @@ def run_audit(cfg: Config, *, model_dir: Optional[Path] = None, allow_unfinished
         finally:
             free_model(model)
         seconds[label] = round(time.time() - t1, 2)
-    from unlearn.audit.summary import summarise
+    from unlearn.auditing.summary import summarise
 
     data = summarise(ctx, results, skipped)
     from unlearn.version import __version__

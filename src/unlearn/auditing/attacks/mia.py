@@ -1,6 +1,6 @@
 """Membership inference: can the model still tell the forget data from unseen data of its kind?
 
-LOSS, zlib, Min-K% and Min-K%++ scores (unlearn.audit.membership) of the forget set's targets
+LOSS, zlib, Min-K% and Min-K%++ scores (unlearn.auditing.membership) of the forget set's targets
 (members: trained on, then unlearned) against non-members (audit.holdout, else the forget_test set),
 and the ROC AUC of each. 0.5: the model cannot tell them apart; far from 0.5 either way, it still
 can (MUSE's PrivLeak reads the distance from a retrained model's AUC; without one, from 0.5).
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from unlearn.audit.context import AuditContext
-from unlearn.audit.membership import membership
-from unlearn.audit.registry import Trial, register_attack
+from unlearn.auditing.context import AuditContext
+from unlearn.auditing.membership import membership
+from unlearn.auditing.registry import Trial, register_attack
 from unlearn.evaluate.run import set_encoder
 from unlearn.evaluate.sets import EvalSet
 

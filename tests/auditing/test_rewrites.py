@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from unlearn.audit.rewrites import (
+from unlearn.auditing.rewrites import (
     RewriteContext,
     Rewritten,
     RewriteSpec,
@@ -174,7 +174,7 @@ def test_registering_a_duplicate_or_malformed_rewrite_is_refused():
 
 
 def test_rewrite_all_refuses_a_rewrite_that_drops_the_question(monkeypatch):
-    from unlearn.audit import rewrites as module
+    from unlearn.auditing import rewrites as module
 
     bank = dict(module._REWRITES)
     monkeypatch.setattr(module, "_REWRITES", bank)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Optional
 
-from unlearn.audit.context import AuditContext
-from unlearn.audit.quantize import bitsandbytes_available, load_bitsandbytes, quantize_model
-from unlearn.audit.registry import Trial, register_attack
+from unlearn.auditing.context import AuditContext
+from unlearn.auditing.quantize import bitsandbytes_available, load_bitsandbytes, quantize_model
+from unlearn.auditing.registry import Trial, register_attack
 from unlearn.evaluate.run import free_model
 
 SOURCE = "Zhang et al., ICLR 2025, 'Catastrophic failure of LLM unlearning via quantization'"

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from unlearn.audit.registry import Trial
+from unlearn.auditing.registry import Trial
 from unlearn.config import Config
 from unlearn.evaluate.generate import generate
 from unlearn.evaluate.metrics import SetScoring, metrics_for

@@ -21,8 +21,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from unlearn.audit.context import AuditContext, Probe, subset
-from unlearn.audit.registry import Trial, register_attack
+from unlearn.auditing.context import AuditContext, Probe, subset
+from unlearn.auditing.registry import Trial, register_attack
 from unlearn.config import LoraConfig
 from unlearn.data.batch import collate
 from unlearn.data.encode import Encoder
