@@ -5,6 +5,7 @@
     report = run_eval(load_config("unlearn.yaml"))        # writes OUTPUT_DIR/eval
     report.metrics["metrics"]["forget"]["leak_rate"]      # {"original": .., "unlearned": .., "change": ..}
     table = compare("unlearn.yaml", methods="paper,ga,npo")  # writes OUTPUT_DIR/compare
+    attacks = audit("unlearn.yaml")                        # writes OUTPUT_DIR/audit: is it really gone?
 
 implements Yao, Xu, Liu, "Large Language Model Unlearning" (NeurIPS 2024): gradient ascent on the
 bad responses, a random-mismatch loss and forward KL to the original model on normal data.
@@ -23,23 +24,24 @@ from unlearn.errors import UnlearnError
 from unlearn.version import __version__
 
 if TYPE_CHECKING:
-    from unlearn.api import finetune, run, run_eval
+    from unlearn.api import audit, finetune, run, run_eval
     from unlearn.comparison import CompareResult, compare
 
 # Public name -> the module that defines it, imported when the name is first used.
 _LAZY = {
-    "run": "unlearn.api", "finetune": "unlearn.api", "run_eval": "unlearn.api",
+    "run": "unlearn.api", "finetune": "unlearn.api", "run_eval": "unlearn.api", "audit": "unlearn.api",
     "compare": "unlearn.comparison", "CompareResult": "unlearn.comparison",
 }
 
 __all__ = [
-    "CompareResult", "Config", "UnlearnError", "compare", "finetune", "load_config", "run", "run_eval", "__version__",
+    "CompareResult", "Config", "UnlearnError", "audit", "compare", "finetune", "load_config", "run", "run_eval", "__version__",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # The comparison's module is unlearn.comparison, not unlearn.compare: a submodule of that name
-    # would replace this function as the package's attribute whenever it is imported.
+    # The comparison's module is unlearn.comparison, not unlearn.compare (and the audit's
+    # unlearn.auditing, not unlearn.audit): a submodule of that name would replace the function as
+    # the package's attribute whenever it is imported.
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -1,5 +1,5 @@
-"""The Python API behind the commands: `run`, `finetune`, `run_eval` (what `unlearn run`,
-`unlearn finetune` and `unlearn eval` do). The package root re-exports them lazily; modules inside
+"""The Python API behind the commands: `run`, `finetune`, `run_eval`, `audit` (what `unlearn run`,
+`unlearn finetune`, `unlearn eval` and `unlearn audit` do). The package root re-exports them lazily; modules inside
 unlearn import them from here, never from the root (the root must not be imported by its own
 submodules: that is an import cycle)."""
 
@@ -91,6 +91,40 @@ def run_eval(
         cfg, model_dir=Path(model_dir) if model_dir else None, allow_unfinished=allow_unfinished,
         original=original, console=console,
     )
+    attacks = None
+    if cfg.eval.audit:  # eval.audit: the attacks too, their section in the same report
+        attacks = audit(cfg, model_dir=model_dir, allow_unfinished=allow_unfinished, console=console,
+                        audit_dir=Path(report_dir).parent / "audit" if report_dir else None, write=write,
+                        extend_report=False)
     if write:
-        write_report(result, Path(report_dir) if report_dir else None)
+        write_report(result, Path(report_dir) if report_dir else None, audit=attacks)
     return result
+
+
+def audit(
+    config: Union[Config, str, Path],
+    overrides: list[str] | None = None,
+    *,
+    model_dir: str | Path | None = None,
+    allow_unfinished: bool = False,
+    audit_dir: str | Path | None = None,
+    write: bool = True,
+    extend_report: bool = True,
+    console: Any = None,
+) -> dict[str, Any]:
+    """Attack OUTPUT_DIR/model and the original model: what `unlearn audit` does. Returns
+    audit.json's content; with write=True writes OUTPUT_DIR/audit (or audit_dir) and, when
+    OUTPUT_DIR/eval holds a report of the same model, adds the "Is it really gone?" section to it."""
+    from unlearn.auditing.run import run_audit
+    from unlearn.report import add_audit_to_report, write_audit
+
+    cfg = as_config(config, overrides)
+    data = run_audit(cfg, model_dir=Path(model_dir) if model_dir else None, allow_unfinished=allow_unfinished,
+                     console=console)
+    if write:
+        out = Path(data["run"]["output_dir"])
+        folder = Path(audit_dir) if audit_dir else out / "audit"
+        write_audit(folder, data)
+        if extend_report:
+            add_audit_to_report(folder.parent / "eval", data)
+    return data

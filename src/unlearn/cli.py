@@ -102,6 +102,36 @@ def eval_(
     err.print(f"[green]Report[/green]: {where / 'report.html'} (metrics.json, samples.jsonl, report.md beside it)")
 
 
+@app.command("audit")
+@_friendly
+def audit_(
+    config: Optional[Path] = typer.Argument(None, help="YAML config file (the run's, or OUTPUT_DIR/config.yaml)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    allow_unfinished: bool = typer.Option(
+        False, "--allow-unfinished", help="Audit even if OUTPUT_DIR/run.json says the run did not finish."
+    ),
+    model: Optional[Path] = typer.Option(None, "--model", help="Audit this model folder instead of OUTPUT_DIR/model."),
+    list_: bool = typer.Option(False, "--list", help="List the attacks and jailbreak rewrites, then exit."),
+) -> None:
+    """Is it really gone? Attack OUTPUT_DIR/model (and the original model, as the reference) with
+    other prompt formats, jailbreak rewrites, quantised weights, relearning and membership inference;
+    write OUTPUT_DIR/audit/report.html."""
+    if list_:
+        from unlearn.report.terminal import attacks_table
+
+        out.print(attacks_table())
+        return
+    if config is None:
+        raise UnlearnError("unlearn audit: give a CONFIG (or --list)")
+    from unlearn.api import audit as audit_run
+    from unlearn.report.terminal import audit_table
+
+    data = audit_run(config, overrides or [], model_dir=model, allow_unfinished=allow_unfinished, console=err)
+    out.print(audit_table(data))
+    where = Path(data["run"]["output_dir"]) / "audit"
+    err.print(f"[green]Audit[/green]: {where / 'report.html'} (audit.json, report.md beside it)")
+
+
 @app.command()
 @_friendly
 def demo(

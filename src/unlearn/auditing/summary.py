@@ -109,7 +109,7 @@ def headline(ctx: AuditContext, rows: list[dict[str, Any]], baseline: dict[str, 
         h["original_no_attack"] = max((v for v in base_o if v is not None), default=None)
         higher_better = direction(name, h["target"])
         h["held"] = h["value"] >= 1 - limit if higher_better else h["value"] <= limit
-        h["rule"] = f"{'>=' if higher_better else '<='} {1 - limit if higher_better else limit:g}"
+        h["rule"] = {"op": ">=" if higher_better else "<=", "limit": round(1 - limit if higher_better else limit, 4)}
         out.append(h)
     return out
 

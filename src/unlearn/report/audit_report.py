@@ -22,7 +22,8 @@ def headline_text(h: dict[str, Any]) -> str:
     """One sentence: the worst recovered rate, where, against the rule and the no-attack values."""
     verdict = "held" if h["held"] else "NOT held"
     return (f"worst {h['metric']} under attack: {fmt(h['value'], 'fraction')} ({h['set']}, {h['variant']}); "
-            f"{verdict} against the forget target ({h['rule'].replace('<=', 'at most').replace('>=', 'at least')}). "
+            f"{verdict} against the forget target ({'at most' if h['rule']['op'] == '<=' else 'at least'} "
+            f"{fmt(h['rule']['limit'], 'fraction')}). "
             f"Without an attack: {fmt(h['no_attack'], 'fraction')}; the original model: "
             f"{fmt(h['original_no_attack'], 'fraction')}.")
 

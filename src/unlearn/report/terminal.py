@@ -81,3 +81,38 @@ def compare_table(data: dict[str, Any]) -> Any:
             *[value(r["metrics"], a) for a in axes],
         )
     return table
+
+
+def audit_table(audit: dict[str, Any]) -> Any:
+    """audit.json for the terminal: the headline, then one row per attack and forget set."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+
+    from unlearn.report.audit_report import headline_text, rows
+
+    lines = [f"[{'bold green' if h['held'] else 'bold red'}]{escape(headline_text(h))}[/]" for h in audit.get("headline", [])]
+    table = Table("attack", "set", "rate", "original\nattacked", "unlearned\nbefore", "unlearned\nattacked",
+                  "retain acc.\nattacked", title="is it really gone? (unlearned model unless marked)")
+    for r in rows(audit):
+        style = "bold red" if r["worst"] else ""
+        table.add_row(r["attack"], r["set"], r["metric"], r["original"], r["before"],
+                      f"[{style}]{r['after']}[/]" if style else r["after"], r["retain_after"])
+    return Group(*lines, table)
+
+
+def attacks_table() -> Any:
+    """`unlearn audit --list`: every registered attack and jailbreak rewrite."""
+    from rich.console import Group
+    from rich.table import Table
+
+    from unlearn.auditing.registry import available_attacks
+    from unlearn.auditing.rewrites import rewrites
+
+    attacks = Table("attack", "kind", "what it does", "source", title="attacks (audit.attacks)")
+    for a in available_attacks().values():
+        attacks.add_row(a.name, a.kind, a.description, a.source)
+    bank = Table("rewrite", "what it does", "source", title="jailbreak rewrites (audit.jailbreaks)")
+    for r in rewrites().values():
+        bank.add_row(r.name, r.description, r.source)
+    return Group(attacks, bank)

@@ -56,9 +56,10 @@ def finetune_lora(ctx: AuditContext, model: Any, pairs: Sequence[tuple[str, str]
         logits, targets, _ = response_logits(tuned, batch.input_ids, batch.attention_mask, batch.labels, fast=False)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
         loss.backward()
+        loss = loss.detach()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(round(float(loss), 4))
+        losses.append(round(loss.item(), 4))
     tuned.eval()
     return tuned.merge_and_unload(), losses
 
