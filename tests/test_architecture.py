@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distributed",),
     ("train",),
     ("evaluate",),
+    ("audit",),
     ("report",),
     ("api",),
     ("comparison", "demo"),
