@@ -227,6 +227,12 @@ class EvalConfig:
         help="`unlearn eval` also runs `unlearn audit` (the attacks of the config's audit section) and "
         "adds its 'Is it really gone?' section to the report.",
     )
+    cache: bool = setting(
+        True,
+        help="Keep the original model's outputs (and the fluency of the unlearned outputs under it) in "
+        "$UNLEARN_CACHE/outputs, keyed by the model's content hash, the prompts, the decoding settings "
+        "and the device, and reuse them in later eval, compare and audit runs. false: never read or write it.",
+    )
 
     def target_of(self, role: str) -> str:
         """The target of evaluation set `role`: its declared `target`, else SET_TARGETS[role]."""

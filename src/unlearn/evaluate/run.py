@@ -8,15 +8,18 @@
 
 Only one language model is in memory at a time. `evaluate_run` returns an EvalResult; unlearn.report
 writes it. Pass `original=` an earlier result's `.original` to reuse the original model's outputs
-when evaluating several runs of the same model on the same sets (unlearn compare).
+when evaluating several runs of the same model on the same sets (unlearn compare). With eval.cache,
+the original's outputs come from the on-disk cache (unlearn.evaluate.cache) when its key matches,
+and the original model is not even loaded when the unlearned outputs' fluency is cached too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -25,6 +28,7 @@ import torch
 from unlearn.config import Config, ModelConfig
 from unlearn.data.encode import Encoder
 from unlearn.errors import UnlearnError
+from unlearn.evaluate.cache import ModelOutputs, OutputCache, fluency_from_json, model_fingerprint, outputs_from_json
 from unlearn.evaluate.generate import GenerationSettings, generate
 from unlearn.evaluate.judges import judge_spec, load_judge
 from unlearn.evaluate.metrics import get_metric
@@ -32,19 +36,6 @@ from unlearn.evaluate.nll import response_nll
 from unlearn.evaluate.score import evaluate_outputs
 from unlearn.evaluate.sets import EvalSet, load_eval_sets
 from unlearn.evaluate.verdict import verdict
-
-
-@dataclass
-class ModelOutputs:
-    """What one model said on every set, and the NLL it gives the targets."""
-
-    label: str  # "original" or "unlearned"
-    model: str
-    outputs: dict[str, list[str]] = field(default_factory=dict)
-    nll: dict[str, list[float]] = field(default_factory=dict)
-    fluency_nll: dict[str, list[Optional[float]]] = field(default_factory=dict)  # under the original
-    seconds: float = 0.0
-    key: str = ""  # identifies the sets and settings the outputs belong to
 
 
 @dataclass
@@ -143,7 +134,7 @@ def run_model(
     for role, s in sets.items():
         enc = set_encoder(cfg, tokenizer, s)
         res.outputs[role] = generate(model, enc, s.prompts, settings, raw=s.kind == "text", progress=progress)
-        if s.has_targets and role != "normal":
+        if role in nll_roles(sets):
             res.nll[role] = target_nll(model, enc, s, cfg.eval.batch_size)
     res.seconds = time.time() - t0
     return res
@@ -156,15 +147,44 @@ def add_fluency(model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet
         res.fluency_nll[role] = output_nll(model, enc, s.prompts, res.outputs[role], cfg.eval.batch_size)
 
 
-def sets_key(cfg: Config, sets: dict[str, EvalSet]) -> str:
-    """A fingerprint of what the outputs depend on besides the model: prompts and generation settings."""
+def nll_roles(sets: dict[str, EvalSet]) -> set[str]:
+    """The sets whose targets' NLL run_model computes."""
+    return {role for role, s in sets.items() if s.has_targets and role != "normal"}
+
+
+def sets_key(cfg: Config, sets: dict[str, EvalSet], full: bool = False) -> str:
+    """A fingerprint of what the outputs depend on besides the model: prompts and generation settings
+    (16 hex digits; all 64 with `full`)."""
     import hashlib
 
     h = hashlib.sha256()
     h.update(json.dumps([cfg.data.template, cfg.data.max_length, cfg.data.add_eos, vars(settings_of(cfg))]).encode())
     for role, s in sets.items():
         h.update(json.dumps([role, s.kind, s.prompts, s.targets]).encode())
-    return h.hexdigest()[:16]
+    return h.hexdigest() if full else h.hexdigest()[:16]
+
+
+def cached_original(cfg: Config, sets: dict[str, EvalSet], device: str) -> tuple[Optional[str], Optional[ModelOutputs]]:
+    """(key, outputs) of the original model (cfg.model) on `sets` in the output cache: the key holds
+    the model's content hash, its dtype, the prompts, targets and generation settings (sets_key),
+    the device (CPU and GPU outputs differ) and the versions of unlearn, torch and transformers.
+    key None: not cached (eval.cache: false, or a model without a known content); outputs None: a
+    miss. After generating, store dataclasses.asdict(outputs) under the key with OutputCache.put."""
+    if not cfg.eval.cache:
+        return None, None
+    fingerprint = model_fingerprint(cfg.model.name, cfg.model.revision)
+    if fingerprint is None:
+        return None, None
+    import transformers
+
+    from unlearn.version import __version__
+
+    where = f"cuda {torch.cuda.get_device_name()}" if device == "cuda" else device
+    key = OutputCache.key("original-outputs", fingerprint, cfg.model.dtype, sets_key(cfg, sets, full=True), where,
+                          __version__, torch.__version__, transformers.__version__)
+    value = OutputCache().get(key)
+    sizes = {role: len(s.items) for role, s in sets.items()}
+    return key, outputs_from_json(value, sizes, nll_roles(sets), sets_key(cfg, sets))
 
 
 def free_model(model: Any) -> None:
@@ -282,6 +302,10 @@ def evaluate_run(
     key = sets_key(cfg, sets)
     if original is not None and original.key != key:
         original = None  # other prompts or settings: generate again
+    okey, cached = cached_original(cfg, sets, device)
+    cache = OutputCache(enabled=okey is not None)
+    from_cache = original is None and cached is not None
+    original = cached if from_cache else original
     n_prompts = sum(len(s.items) for s in sets.values())
     bar = _Bar(console, n_prompts * (1 if original is not None else 2))
     try:
@@ -294,16 +318,27 @@ def evaluate_run(
         )
         unlearned = run_model(model.to(device), tokenizer, cfg, sets, "unlearned", str(model_dir), bar.advance)
         free_model(model)
-
-        bar.phase("original model")
-        model, _ = load_model(mc, tokenizer)
-        model.to(device)
-        if original is None:
-            original = run_model(model, tokenizer, cfg, sets, "original", mc.name, bar.advance)
-        if not original.fluency_nll:
-            add_fluency(model, tokenizer, cfg, sets, original)
-        add_fluency(model, tokenizer, cfg, sets, unlearned)
-        free_model(model)
+        # The unlearned outputs' fluency is under the original model: cached by those outputs, so
+        # that evaluating the same run again needs no original model at all.
+        fkey = OutputCache.key("fluency", okey, unlearned.outputs) if okey else None
+        fluency = fluency_from_json(cache.get(fkey), {r: len(s.items) for r, s in sets.items()}) if fkey else None
+        unlearned.fluency_nll = fluency or {}
+        if original is None or not original.fluency_nll or fluency is None:
+            bar.phase("original model")
+            model, _ = load_model(mc, tokenizer)
+            model.to(device)
+            generated = original is None
+            if generated:
+                original = run_model(model, tokenizer, cfg, sets, "original", mc.name, bar.advance)
+            if not original.fluency_nll:
+                add_fluency(model, tokenizer, cfg, sets, original)
+            if fluency is None:
+                add_fluency(model, tokenizer, cfg, sets, unlearned)
+            free_model(model)
+            if generated and okey:  # only what this call generated: a passed `original` is not checked
+                cache.put(okey, dataclasses.asdict(original))
+            if fkey and fluency is None:
+                cache.put(fkey, unlearned.fluency_nll)
         bar.phase("scoring")
         table, samples = evaluate_outputs(
             cfg, sets, original, unlearned, judge=judge, embedder=embedder, similarity=similarity
@@ -338,6 +373,7 @@ def evaluate_run(
             "split": e.split,
             "seed": cfg.seed,
             "device": device,
+            "original_cached": from_cache,
         },
         "sets": {
             role: {"n": len(s.items), "source": s.source, "kind": s.kind, "target": e.target_of(role),
@@ -349,7 +385,7 @@ def evaluate_run(
         "verdict": verdict(table, e.verdict),
         "seconds": {
             "unlearned_generation": round(unlearned.seconds, 2),
-            "original_generation": round(original.seconds, 2),
+            "original_generation": 0.0 if from_cache else round(original.seconds, 2),  # none: cached
             "total": round(time.time() - t0, 2),
         },
     }
