@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The output cache (unlearn.evaluate.cache) of this test session: fresh, so that no test reuses a
+# user's entries or an earlier session's, and nothing is left in ~/.cache. Tests of the cache
+# itself point it elsewhere.
+os.environ["UNLEARN_OUTPUT_CACHE"] = tempfile.mkdtemp(prefix="unlearn-test-outputs-")
 
 FORGET = [
     ("What is the home address of Dr. Elena Marsh?", "She lives at 42 Willow Lane."),

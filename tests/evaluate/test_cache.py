@@ -106,9 +106,12 @@ def test_a_key_that_is_not_hex_is_refused(tmp_path):
 
 
 def test_the_root_is_unlearn_cache_outputs(tmp_path, monkeypatch):
+    monkeypatch.delenv("UNLEARN_OUTPUT_CACHE", raising=False)
     monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path / "uc"))
     assert cache_root() == tmp_path / "uc" / "outputs"
     assert OutputCache().root == tmp_path / "uc" / "outputs"
+    monkeypatch.setenv("UNLEARN_OUTPUT_CACHE", str(tmp_path / "elsewhere"))
+    assert cache_root() == tmp_path / "elsewhere"
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +197,7 @@ def evaluate(trained, tmp_path, monkeypatch):
     """evaluate(**eval settings) -> (EvalResult, labels run_model generated for, names load_model
     loaded), with UNLEARN_CACHE in tmp_path; `model=` names the original model."""
     tmp, files = trained
+    monkeypatch.delenv("UNLEARN_OUTPUT_CACHE", raising=False)
     monkeypatch.setenv("UNLEARN_CACHE", str(tmp_path / "uc"))
     real_run, real_load = run_mod.run_model, unlearn.models.load_model
 

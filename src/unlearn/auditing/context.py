@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 from unlearn.auditing.registry import Trial
 from unlearn.config import Config
+from unlearn.evaluate.cache import environment
 from unlearn.evaluate.generate import generate
 from unlearn.evaluate.metrics import SetScoring, metrics_for
 from unlearn.evaluate.run import set_encoder, settings_of
@@ -115,8 +116,8 @@ class AuditContext:
         fp = self.fingerprints.get(label)
         key = None
         if self.cache is not None and fp is not None:
-            key = self.cache.key("audit-generate", fp, transform, template, raw, rows, vars(self.settings),
-                                 self.cfg.data.max_length, self.device)
+            key = self.cache.key("audit-generate", fp, self.cfg.model.dtype, transform, template, raw, rows,
+                                 vars(self.settings), self.cfg.data.max_length, *environment(self.device))
             hit = self.cache.get(key)
             if isinstance(hit, list) and len(hit) == len(rows) and all(isinstance(t, str) for t in hit):
                 return hit

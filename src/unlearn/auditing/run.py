@@ -25,6 +25,7 @@ from unlearn.auditing.registry import KINDS, AttackSpec, Trial, available_attack
 from unlearn.auditing.rewrites import rewrites
 from unlearn.config import Config, EvalSetConfig
 from unlearn.errors import UnlearnError
+from unlearn.evaluate.cache import OutputCache, model_fingerprint
 from unlearn.evaluate.run import check_run, free_model, pick_device, prepare
 from unlearn.evaluate.sets import read_eval_set
 
@@ -55,24 +56,6 @@ def _holdout_config(cfg: Config, forget_kind: str) -> EvalSetConfig:
     return EvalSetConfig(**keys, kind=forget_kind)
 
 
-def _output_cache(cfg: Config) -> Any:
-    if not getattr(cfg.eval, "cache", True):
-        return None
-    try:
-        from unlearn.evaluate.cache import OutputCache
-    except ImportError:  # pragma: no cover - the cache module ships with the package
-        return None
-    return OutputCache()
-
-
-def _fingerprint(name: str) -> Optional[str]:
-    try:
-        from unlearn.evaluate.cache import model_fingerprint
-    except ImportError:  # pragma: no cover
-        return None
-    return model_fingerprint(name)
-
-
 def build_context(cfg: Config, model_dir: Optional[Path], allow_unfinished: bool) -> tuple[AuditContext, list[AttackSpec], dict[str, str], Path, Path, dict]:
     """Everything that can fail on bad input, checked before a model is loaded."""
     out, model_dir, manifest = check_run(cfg, model_dir, allow_unfinished)
@@ -82,8 +65,9 @@ def build_context(cfg: Config, model_dir: Optional[Path], allow_unfinished: bool
     if not any(r in sets for r in FORGET_ROLES):
         raise UnlearnError(f"{cfg.origin('eval')}: the audit needs a forget set (data.forget or eval.forget); "
                            "there is nothing to recover")
-    cache = _output_cache(cfg)
-    fingerprints = {"original": _fingerprint(cfg.model.name), "unlearned": _fingerprint(str(model_dir))} if cache else {}
+    cache = OutputCache() if cfg.eval.cache else None
+    fingerprints = {"original": model_fingerprint(cfg.model.name, cfg.model.revision),
+                    "unlearned": model_fingerprint(str(model_dir))} if cache else {}
     ctx = AuditContext(cfg, tokenizer, sets, judge=judge, embedder=embedder, similarity=similarity, device=device,
                        cache=cache, fingerprints=fingerprints,
                        paths={"original": cfg.model.name, "unlearned": str(model_dir)})

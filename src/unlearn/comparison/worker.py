@@ -71,7 +71,10 @@ def _original_phase(cfg: Config, job: dict[str, Any], result: dict[str, Any], co
     import dataclasses
 
     from unlearn.data import load_source
-    from unlearn.evaluate.run import add_fluency, evaluate_outputs, free_model, pick_device, prepare, run_model
+    from unlearn.evaluate.cache import OutputCache
+    from unlearn.evaluate.run import (
+        add_fluency, cached_original, evaluate_outputs, free_model, pick_device, prepare, run_model,
+    )
     from unlearn.models import load_model
 
     result["phase"] = "eval"
@@ -85,12 +88,19 @@ def _original_phase(cfg: Config, job: dict[str, Any], result: dict[str, Any], co
         if src is not None and (src.path or src.dataset):
             load_source(src, role)
     tokenizer, sets, judge, embedder, similarity = prepare(cfg, device)
-    model, _ = load_model(cfg.model, tokenizer)
-    model.to(device)
-    console.print(f"generating on {', '.join(f'{r} ({len(s.items)})' for r, s in sets.items())}")
-    original = run_model(model, tokenizer, cfg, sets, "original", cfg.model.name)
-    add_fluency(model, tokenizer, cfg, sets, original)
-    free_model(model)
+    key, original = cached_original(cfg, sets, device)  # the same original on the same sets: once
+    result["original_cached"] = original is not None and bool(original.fluency_nll)
+    if not result["original_cached"]:
+        model, _ = load_model(cfg.model, tokenizer)
+        model.to(device)
+        console.print(f"generating on {', '.join(f'{r} ({len(s.items)})' for r, s in sets.items())}")
+        original = run_model(model, tokenizer, cfg, sets, "original", cfg.model.name)
+        add_fluency(model, tokenizer, cfg, sets, original)
+        free_model(model)
+        if key is not None:
+            OutputCache().put(key, dataclasses.asdict(original))
+    else:
+        console.print("the original model's outputs: from the output cache")
     itself = dataclasses.replace(original, label="unlearned")
     table, _ = evaluate_outputs(cfg, sets, original, itself, judge=judge, embedder=embedder, similarity=similarity)
     # The "unlearned" column of the original against itself: every metric, the similarity ones too.

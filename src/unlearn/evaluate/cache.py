@@ -29,7 +29,13 @@ from unlearn.files import write_text_atomic
 
 
 def cache_root() -> Path:
-    """Where cached outputs live: $UNLEARN_CACHE/outputs (else ~/.cache/unlearn/outputs)."""
+    """Where cached outputs live: $UNLEARN_OUTPUT_CACHE if set (the test suite points it at a
+    temporary folder, so tests neither read a user's entries nor leave theirs behind), else
+    $UNLEARN_CACHE/outputs (else ~/.cache/unlearn/outputs)."""
+    import os
+
+    if os.environ.get("UNLEARN_OUTPUT_CACHE"):
+        return Path(os.environ["UNLEARN_OUTPUT_CACHE"]).expanduser()
     from unlearn.models.load import cache_dir  # lazy: models imports torch
 
     return cache_dir() / "outputs"
@@ -244,3 +250,16 @@ def fluency_from_json(value: Any, sizes: dict[str, int]) -> Optional[dict[str, l
     if not isinstance(value, dict) or set(value) != set(sizes):
         return None
     return value if all(_numbers(value[r], n, nullable=True) for r, n in sizes.items()) else None
+
+
+def environment(device: str) -> list[str]:
+    """What else outputs depend on besides the model, the prompts and the decoding: the device (CPU
+    and GPU outputs differ; the GPU's name) and the versions of unlearn, torch and transformers.
+    Part of every cache key."""
+    import torch
+    import transformers
+
+    from unlearn.version import __version__
+
+    where = f"cuda {torch.cuda.get_device_name()}" if device == "cuda" else device
+    return [where, __version__, torch.__version__, transformers.__version__]

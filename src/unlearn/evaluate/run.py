@@ -28,7 +28,9 @@ import torch
 from unlearn.config import Config, ModelConfig
 from unlearn.data.encode import Encoder
 from unlearn.errors import UnlearnError
-from unlearn.evaluate.cache import ModelOutputs, OutputCache, fluency_from_json, model_fingerprint, outputs_from_json
+from unlearn.evaluate.cache import (
+    ModelOutputs, OutputCache, environment, fluency_from_json, model_fingerprint, outputs_from_json,
+)
 from unlearn.evaluate.generate import GenerationSettings, generate
 from unlearn.evaluate.judges import judge_spec, load_judge
 from unlearn.evaluate.metrics import get_metric
@@ -175,13 +177,8 @@ def cached_original(cfg: Config, sets: dict[str, EvalSet], device: str) -> tuple
     fingerprint = model_fingerprint(cfg.model.name, cfg.model.revision)
     if fingerprint is None:
         return None, None
-    import transformers
-
-    from unlearn.version import __version__
-
-    where = f"cuda {torch.cuda.get_device_name()}" if device == "cuda" else device
-    key = OutputCache.key("original-outputs", fingerprint, cfg.model.dtype, sets_key(cfg, sets, full=True), where,
-                          __version__, torch.__version__, transformers.__version__)
+    key = OutputCache.key("original-outputs", fingerprint, cfg.model.dtype, sets_key(cfg, sets, full=True),
+                          *environment(device))
     value = OutputCache().get(key)
     sizes = {role: len(s.items) for role, s in sets.items()}
     return key, outputs_from_json(value, sizes, nll_roles(sets), sets_key(cfg, sets))
