@@ -13,6 +13,7 @@ actually given.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -70,7 +71,7 @@ class AuditContext:
             for role, s in sets.items() if role in AUDIT_ROLES
         }
         self.full_retain: Optional[EvalSet] = sets.get("retain")  # few-shot context comes from its rest
-        self.settings = settings_of(cfg)
+        self.settings = dataclasses.replace(settings_of(cfg), batch_size=cfg.audit.batch_size)
         self.extra: dict[str, EvalSet] = {}  # sets of single attacks (audit.paraphrases)
 
     # ---- what there is to attack -----------------------------------------------------------

@@ -92,15 +92,11 @@ def block_linears(model: Any) -> list[tuple[str, nn.Linear]]:
     return list(found.values())
 
 
-@torch.no_grad()
-def quantize_model(model: Any, bits: int, group_size: int = 128) -> int:
-    """Round every Linear in the transformer blocks with `rtn_quantize`, in place; returns how many.
-
-    Weights are rounded in float32 and written back in their own dtype; biases, norms, embeddings and
-    the LM head are untouched (see `block_linears`). A peft model is refused: its adapter would stay
-    unquantised on top of rounded base weights, which is neither model; merge it first
-    (merge_and_unload), as the audit does before this attack.
-    """
+def quantizable_layers(model: Any) -> list[tuple[str, nn.Linear]]:
+    """block_linears(model), or UnlearnError (one line) when the simulated quantiser cannot round
+    this model: a peft model, no Linear inside transformer blocks, weights that are integers already.
+    The audit asks this of each model before any attack runs, so a model that cannot be quantised
+    stops the audit before anything is generated or written."""
     if is_peft(model):
         raise UnlearnError(
             "quantize: this model carries a LoRA adapter (peft); merge it into the weights first "
@@ -110,7 +106,8 @@ def quantize_model(model: Any, bits: int, group_size: int = 128) -> int:
     if not layers:
         raise UnlearnError(
             f"quantize: {type(model).__name__} has no torch.nn.Linear layer inside transformer blocks "
-            "(an nn.ModuleList of layers); this model cannot be quantised by the simulated quantiser"
+            "(an nn.ModuleList of layers); this model cannot be quantised by the simulated quantiser "
+            "(leave 'quantize' out of audit.attacks)"
         )
     for name, module in layers:
         if not module.weight.is_floating_point():
@@ -118,6 +115,19 @@ def quantize_model(model: Any, bits: int, group_size: int = 128) -> int:
                 f"quantize: {name} holds {module.weight.dtype} weights: the model is quantised "
                 "already; load it in float32, bfloat16 or float16"
             )
+    return layers
+
+
+@torch.no_grad()
+def quantize_model(model: Any, bits: int, group_size: int = 128) -> int:
+    """Round every Linear in the transformer blocks with `rtn_quantize`, in place; returns how many.
+
+    Weights are rounded in float32 and written back in their own dtype; biases, norms, embeddings and
+    the LM head are untouched (see `block_linears`). A peft model is refused: its adapter would stay
+    unquantised on top of rounded base weights, which is neither model; merge it first
+    (merge_and_unload), as the audit does before this attack.
+    """
+    layers = quantizable_layers(model)
     for _, module in layers:
         module.weight.copy_(rtn_quantize(module.weight, bits, group_size))
     return len(layers)

@@ -53,6 +53,7 @@ class AttackSpec:
     source: str  # where the attack is published
     run: Run
     applies: Callable[[Any], Optional[str]]
+    check: Optional[Callable[[Any], Any]] = None  # check(model): UnlearnError when it cannot attack it
 
 
 _ATTACKS: Registry[AttackSpec] = Registry("attack", "unlearn.auditing.attacks")
@@ -60,14 +61,16 @@ _ATTACKS: Registry[AttackSpec] = Registry("attack", "unlearn.auditing.attacks")
 
 def register_attack(
     name: str, *, kind: str, description: str, source: str,
-    applies: Optional[Callable[[Any], Optional[str]]] = None,
+    applies: Optional[Callable[[Any], Optional[str]]] = None, check: Optional[Callable[[Any], Any]] = None,
 ) -> Callable[[Run], Run]:
-    """Register the function running attack `name` (see the module docstring)."""
+    """Register the function running attack `name` (see the module docstring). check(model), when
+    given, runs on each loaded model before ANY attack does: an UnlearnError there stops the audit
+    with nothing generated or written."""
     if kind not in KINDS:
         raise ValueError(f"attack '{name}': unknown kind '{kind}'; kinds: {', '.join(KINDS)}")
 
     def deco(fn: Run) -> Run:
-        _ATTACKS.add(name, AttackSpec(name, kind, description, source, fn, applies or (lambda ctx: None)))
+        _ATTACKS.add(name, AttackSpec(name, kind, description, source, fn, applies or (lambda ctx: None), check))
         return fn
 
     return deco

@@ -82,6 +82,9 @@ def build_context(cfg: Config, model_dir: Optional[Path], allow_unfinished: bool
 
 def attack_model(ctx: AuditContext, model: Any, label: str, specs: list[AttackSpec]) -> tuple[Trial, list[tuple[AttackSpec, Trial]]]:
     """(the no-attack trial, [(attack, trial)]) of one model."""
+    for s in specs:
+        if s.check is not None:
+            s.check(model)
     plain = ctx.measure(model, label, [ctx.plain()])[0]
     done: list[tuple[AttackSpec, Trial]] = []
     prompt_specs = [s for s in specs if s.kind == "prompt"]

@@ -108,6 +108,8 @@ def headline(ctx: AuditContext, rows: list[dict[str, Any]], baseline: dict[str, 
         h["no_attack"] = max((v for v in base_u if v is not None), default=None)
         h["original_no_attack"] = max((v for v in base_o if v is not None), default=None)
         higher_better = direction(name, h["target"])
+        # Whether any attack did worse than no attack at all (else the "worst" row is just the first tie).
+        h["raised"] = h["no_attack"] is not None and worse(name, h["target"], h["value"], h["no_attack"])
         h["held"] = h["value"] >= 1 - limit if higher_better else h["value"] <= limit
         h["rule"] = {"op": ">=" if higher_better else "<=", "limit": round(1 - limit if higher_better else limit, 4)}
         out.append(h)

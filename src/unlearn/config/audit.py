@@ -31,6 +31,11 @@ class AuditConfig:
         help="Your own rewrites of the forget prompts (a file with prompt and response fields, scored "
         "by the forget set's rule): the 'paraphrase' attack. null: the attack is skipped.",
     )
+    batch_size: int = setting(
+        64,
+        help="Prompts generated together. The audit asks many prompts at once (every prompt attack's "
+        "rewrites in one pass, sorted by length): larger batches than eval.batch_size pay off.",
+    )
     retain_limit: Union[int, None] = setting(
         24,
         help="Retain prompts measured under each prompt attack and after each weight attack (the first "
@@ -67,6 +72,7 @@ class AuditConfig:
     def __post_init__(self) -> None:
         check(self.attacks is None or len(self.attacks) > 0, "attacks", "must name an attack, or be null (all)")
         check(self.jailbreaks is None or len(self.jailbreaks) > 0, "jailbreaks", "must name a rewrite, or be null (all)")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.retain_limit is None or self.retain_limit >= 1, "retain_limit", f"must be >= 1, got {self.retain_limit}")
         check(len(self.quant_bits) > 0 and all(b in (2, 3, 4, 8) for b in self.quant_bits), "quant_bits",
               f"must be a list of 2, 3, 4 or 8, got {self.quant_bits}")

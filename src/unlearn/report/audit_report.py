@@ -21,6 +21,10 @@ def _value(cell: Optional[dict[str, Any]]) -> Optional[float]:
 def headline_text(h: dict[str, Any]) -> str:
     """One sentence: the worst recovered rate, where, against the rule and the no-attack values."""
     verdict = "held" if h["held"] else "NOT held"
+    if not h.get("raised", True):
+        return (f"no attack made {h['metric']} worse than without one ({fmt(h['no_attack'], 'fraction')}); "
+                f"{verdict} against the forget target ({'at most' if h['rule']['op'] == '<=' else 'at least'} "
+                f"{fmt(h['rule']['limit'], 'fraction')}). The original model: {fmt(h['original_no_attack'], 'fraction')}.")
     return (f"worst {h['metric']} under attack: {fmt(h['value'], 'fraction')} ({h['set']}, {h['variant']}); "
             f"{verdict} against the forget target ({'at most' if h['rule']['op'] == '<=' else 'at least'} "
             f"{fmt(h['rule']['limit'], 'fraction')}). "
@@ -31,7 +35,7 @@ def headline_text(h: dict[str, Any]) -> str:
 def rows(audit: dict[str, Any]) -> list[dict[str, Any]]:
     """One table row per (attack variant, forget set, forgetting rate): the original model after
     the attack, the unlearned model before and after it, and retain accuracy after it."""
-    worst = {(h["variant"], h["set"], h["metric"]) for h in audit.get("headline", [])}
+    worst = {(h["variant"], h["set"], h["metric"]) for h in audit.get("headline", []) if h.get("raised", True)}
     names = [h["metric"] for h in audit.get("headline", [])]
     out = []
     for row in audit["attacks"]:
@@ -50,6 +54,10 @@ def rows(audit: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def auc_text(x: Optional[float]) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
 def membership_rows(audit: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     m = audit.get("membership")
     if not m:
@@ -58,7 +66,7 @@ def membership_rows(audit: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for score, res in m["unlearned"].items():
         o = (m.get("original") or {}).get(score, {}).get("auc")
         u = res.get("auc")
-        out.append((score, fmt(o, "fraction"), fmt(u, "fraction"), fmt(None if u is None else abs(u - 0.5), "fraction")))
+        out.append((score, auc_text(o), auc_text(u), auc_text(None if u is None else abs(u - 0.5))))
     return out
 
 

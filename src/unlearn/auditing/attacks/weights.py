@@ -16,7 +16,7 @@ import copy
 from typing import Any, Optional
 
 from unlearn.auditing.context import AuditContext
-from unlearn.auditing.quantize import bitsandbytes_available, load_bitsandbytes, quantize_model
+from unlearn.auditing.quantize import bitsandbytes_available, load_bitsandbytes, quantizable_layers, quantize_model
 from unlearn.auditing.registry import Trial, register_attack
 from unlearn.evaluate.run import free_model
 
@@ -24,7 +24,8 @@ SOURCE = "Zhang et al., ICLR 2025, 'Catastrophic failure of LLM unlearning via q
 
 
 @register_attack("quantize", kind="weights", source=SOURCE,
-                 description="round-to-nearest per-group weight quantisation (each of audit.quant_bits)")
+                 description="round-to-nearest per-group weight quantisation (each of audit.quant_bits)",
+                 check=quantizable_layers)
 def quantize(ctx: AuditContext, model: Any, label: str) -> list[Trial]:
     a = ctx.cfg.audit
     trials = []
