@@ -161,6 +161,9 @@ def compare_(
         help="Comma-separated objective presets to compare (unlearn terms lists them).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT_DIR/compare."),
+    audit: bool = typer.Option(
+        False, "--audit", help="Also attack each method's model (unlearn audit): a 'worst recovered' column."
+    ),
 ) -> None:
     """Run and evaluate several methods with the same data, steps, seed and evaluation; write
     OUTPUT_DIR/compare/ (compare.html, compare.md, compare.json, tradeoff.png). Exit status 1 when a
@@ -168,7 +171,7 @@ def compare_(
     from unlearn.comparison import compare as compare__
     from unlearn.report.terminal import compare_table
 
-    result = compare__(config, overrides or [], methods=methods, overwrite=overwrite, console=err)
+    result = compare__(config, overrides or [], methods=methods, overwrite=overwrite, audit=audit, console=err)
     out.print(compare_table(result.data))
     for name, path in result.files.items():
         err.print(f"[green]{name}[/green]: {path}")

@@ -119,3 +119,31 @@ def test_audit_writes_its_folder_and_extends_the_eval_report(trained):
         assert "Is it really gone?" in (tmp / "run" / "eval" / name).read_text()
     assert "Is it really gone?" in (folder / "report.html").read_text()
     assert not [p for p in (tmp / "run").iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_a_second_audit_generates_nothing_and_changed_decoding_generates_again(trained, monkeypatch, tmp_path):
+    """Every generation of the audit goes through the output cache, keyed by the model's content,
+    the attack, the rendered prompts and the decoding: the same audit again is read back (same
+    numbers, no generate call); another max_new_tokens is a miss."""
+    from unlearn.api import audit
+    from unlearn.auditing import context
+
+    tmp, _ = trained
+    monkeypatch.setenv("UNLEARN_OUTPUT_CACHE", str(tmp_path / "outputs"))  # empty: earlier tests' entries don't count
+    calls = []
+    real = context.generate
+    monkeypatch.setattr(context, "generate", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    args = ["audit.attacks=[template,quantize,relearn]", "audit.quant_bits=[4]"]
+    first = audit(tmp / "cfg.yaml", args, write=False)
+    n_first = len(calls)
+    assert n_first > 0
+    again = audit(tmp / "cfg.yaml", args, write=False)
+    assert len(calls) == n_first  # nothing generated
+    def timeless(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert timeless(again["attacks"]) == timeless(first["attacks"]) and again["baseline"] == first["baseline"]
+    audit(tmp / "cfg.yaml", args + ["eval.max_new_tokens=3"], write=False)
+    assert len(calls) == 2 * n_first
+    audit(tmp / "cfg.yaml", args + ["eval.cache=false"], write=False)
+    assert len(calls) == 3 * n_first  # eval.cache: false reads nothing

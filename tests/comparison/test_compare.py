@@ -251,3 +251,32 @@ def test_terms_registered_outside_unlearn_are_imported_by_the_method_process(tmp
                 term_modules(c, "mine")
         else:
             assert term_modules(c, "mine") == expected
+
+
+def test_compare_audit_adds_the_worst_recovered_column(tmp_path):
+    """--audit: each method's evaluation runs the attacks; compare's table gains their headline and
+    the plot an arrow from each method's leak rate to its worst under attack (drawn from these values)."""
+    path = make_config(tmp_path, audit={"attacks": ["template", "quantize"], "quant_bits": [4], "retain_limit": 2})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.setattr(tempfile, "tempdir", str(tmp_path))
+        result = cli("compare", path, "--methods", "paper,ga", "--audit")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "run" / "compare"
+    data = json.loads((folder / "compare.json").read_text())
+    assert data["audit"] is True
+    assert data["metrics"]["audit"]["worst_recovered"]["higher_is_better"] is False
+    for m in ("paper", "ga"):
+        run = data["runs"][m]
+        audit = json.loads((Path(run["output_dir"]) / "audit" / "audit.json").read_text())
+        assert run["metrics"]["audit"]["worst_recovered"] == audit["headline"][0]["value"]
+        assert [r["variant"] for r in audit["attacks"]] == ["template:chat", "4-bit"]
+        assert "Is it really gone?" in (Path(run["output_dir"]) / "eval" / "report.md").read_text()
+    md = (folder / "compare.md").read_text()
+    assert "audit worst_recovered ↓" in md
+
+
+def test_compare_audit_checks_attack_names_before_anything_runs(tmp_path):
+    path = make_config(tmp_path, audit={"attacks": ["nonsense"]})
+    one_error_line(cli("compare", path, "--methods", "paper", "--audit"), "audit.attacks", "'nonsense'")
+    assert not (tmp_path / "run").exists()

@@ -73,6 +73,7 @@ def compare(
     *,
     methods: Union[str, Sequence[str]] = DEFAULT_METHODS,
     overwrite: bool = False,
+    audit: bool = False,
     console: Any = None,
 ) -> CompareResult:
     """Train and evaluate each method (a preset name) on the config's data, steps, seed and eval
@@ -81,7 +82,9 @@ def compare(
     Raises UnlearnError, with nothing written, for a bad config, an unknown method, an existing
     OUTPUT_DIR/compare without overwrite, or anything that stops the original model's evaluation
     (eval sets, judge, model). A method that fails is recorded (status, phase, one-line error)
-    and the others still run.
+    and the others still run. audit=True: each method's evaluation also runs `unlearn audit`
+    (eval.audit), and the table gains the worst forgetting rate any attack reached; the original
+    model's attacked outputs are generated once and taken from the output cache after.
     """
     from rich.console import Console
 
@@ -94,7 +97,13 @@ def compare(
     out = Path(cfg.output_dir).expanduser().resolve()
     folder = out / "compare"
     check_folder(cfg, folder, overwrite)
+    if audit:
+        from unlearn.auditing.run import selected_attacks
+
+        selected_attacks(cfg)  # attack and rewrite names, checked before anything runs
     configs = {m: method_config(cfg, m, folder / "runs" / m) for m in names}
+    for c in configs.values():
+        c.eval.audit = c.eval.audit or audit
     imports = {m: term_modules(c, m) for m, c in configs.items()}
     env = _child_env()
 
@@ -233,7 +242,29 @@ def _run_record(cfg: Config, method: str, res: dict[str, Any], folder: Path) -> 
                    error_type=type(e).__name__)
         return rec
     rec["metrics"], rec["info"] = metric_columns(metrics["metrics"])
+    if cfg.eval.audit:
+        _audit_columns(rec, out / "audit" / "audit.json")
     return rec
+
+
+AUDIT_COLUMN = {"unit": "fraction", "higher_is_better": False,
+                "description": "the worst forgetting rate any attack of `unlearn audit` reached on the unlearned model"}
+
+
+def _audit_columns(rec: dict[str, Any], path: Path) -> None:
+    """The audit's headline as a column of compare's table: audit.worst_recovered (the first
+    forgetting rate's worst value under attack; details and the report's path under rec["audit"])."""
+    try:
+        audit = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        rec.update(status="failed", failed_phase="audit", error=f"{path}: unreadable ({e})", error_type=type(e).__name__)
+        return
+    head = audit.get("headline") or []
+    if head:
+        rec["metrics"]["audit"] = {"worst_recovered": head[0]["value"]}
+        rec["info"]["audit"] = {"worst_recovered": AUDIT_COLUMN}
+    rec["audit"] = {"headline": head, "report": str(path.parent / "report.html"),
+                    "seconds": audit.get("seconds", {}).get("total")}
 
 
 def _assemble(cfg: Config, names: list[str], folder: Path, orig: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -261,6 +292,7 @@ def _assemble(cfg: Config, names: list[str], folder: Path, orig: dict[str, Any],
         "max_steps": cfg.train.max_steps,
         "seed": cfg.seed,
         "methods": names,
+        "audit": any(r.get("audit") for r in runs.values()),
         "memory": orig.get("memory"),
         "isolation": "each method and the original model's generation in a fresh process",
         "axes": {"x": ".".join(x) if x else None, "y": ".".join(y) if y else None},

@@ -136,6 +136,17 @@ def tradeoff_png(data: dict[str, Any]) -> Optional[bytes]:
         labelled[at] = k + 1
         ax.annotate(m, (x * sx, y * sy), textcoords="offset points", xytext=(8, 6 + 12 * k), fontsize=9,
                     color=colors(i % 10))
+    if data.get("audit") and xu == "fraction":  # robustness: how far the worst attack pushes each method
+        shown = False
+        for i, (m, (x, y)) in enumerate(runs):
+            worst = data["runs"][m]["metrics"].get("audit", {}).get("worst_recovered")
+            if worst is None:
+                continue
+            ax.annotate("", (worst * sx, y * sy), (x * sx, y * sy),
+                        arrowprops=dict(arrowstyle="->", linestyle="--", color=colors(i % 10), alpha=0.7))
+            ax.scatter([worst * sx], [y * sy], s=60, facecolors="none", edgecolors=colors(i % 10), zorder=4,
+                       label=None if shown else "worst under attack (audit)")
+            shown = True
     if xu == "fraction":
         ax.set_xlim(-5, 105)
     if yu == "fraction":

@@ -63,11 +63,14 @@ def compare_table(data: dict[str, Any]) -> Any:
     from rich.table import Table
 
     axes = [a for a in (data["axes"]["x"], data["axes"]["y"]) if a]
+    if data.get("audit"):
+        axes.append("audit.worst_recovered")
     table = Table("method", "status", "steps", "train s", "eval s", "peak MB train/eval", *[axis_label(a) for a in axes])
 
     def value(metrics: dict[str, Any], key: str) -> str:
         role, name = key.split(".", 1)
-        return fmt(metrics.get(role, {}).get(name), data["metrics"][role][name]["unit"])
+        unit = data["metrics"].get(role, {}).get(name, {}).get("unit", "fraction")
+        return fmt(metrics.get(role, {}).get(name), unit)
 
     o = data["original"]
     table.add_row("original", "", "0", "–", fmt_seconds(o["eval_seconds"]), f"–/{fmt_mb(o.get('peak_bytes'))}",
