@@ -147,3 +147,14 @@ def test_a_second_audit_generates_nothing_and_changed_decoding_generates_again(t
     assert len(calls) == 2 * n_first
     audit(tmp / "cfg.yaml", args + ["eval.cache=false"], write=False)
     assert len(calls) == 3 * n_first  # eval.cache: false reads nothing
+
+
+def test_eval_audit_true_puts_the_section_in_the_evaluation_report(trained, tmp_path):
+    tmp, _ = trained
+    report = tmp_path / "eval"
+    from unlearn.api import run_eval
+
+    run_eval(tmp / "cfg.yaml", ["eval.audit=true", "audit.attacks=[template]"], report_dir=report)
+    md = (report / "report.md").read_text()
+    assert "## Is it really gone?" in md and "template:chat" in md
+    assert json.loads((tmp_path / "audit" / "audit.json").read_text())["attacks"][0]["variant"] == "template:chat"
