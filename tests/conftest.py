@@ -112,18 +112,21 @@ def tiny():
 
 @pytest.fixture
 def plugin_module(tmp_path: Path, monkeypatch):
-    """Write a module outside unlearn that registers terms, presets, metrics or judges, importable by
-    its name (for a config's `imports`). Everything it registers is unregistered after the test, so
+    """Write a module outside unlearn that registers terms, presets, metrics, judges, audit attacks or
+    jailbreak rewrites, importable by its name (for a config's `imports`). Everything it registers is unregistered after the test, so
     that later tests see the built-in registries only."""
     import sys
 
+    from unlearn.auditing import registry as attacks
+    from unlearn.auditing import rewrites
     from unlearn.evaluate.judges import registry as judges
     from unlearn.evaluate.metrics import registry as metrics
     from unlearn.objective import registry as terms
     from unlearn.objective.presets import PRESETS
 
     monkeypatch.syspath_prepend(str(tmp_path))
-    entries = [terms._TERMS.entries(), metrics._METRICS.entries(), judges._JUDGES.entries(), PRESETS]
+    entries = [terms._TERMS.entries(), metrics._METRICS.entries(), judges._JUDGES.entries(), PRESETS,
+               attacks._ATTACKS.entries(), rewrites._REWRITES]
     saved = [dict(e) for e in entries]
     written: list[str] = []
 

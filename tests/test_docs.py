@@ -39,3 +39,18 @@ def test_the_worked_example_of_docs_architecture_runs(tmp_path, data_files, plug
     assert len(log) == 2 and all("wga_example" in rec for rec in log)
     r = CliRunner().invoke(app, ["run", str(path), "objective.wga_example.temperature=0", "--overwrite"])
     assert r.exit_code == 2 and "objective.wga_example.temperature: must be > 0, got 0" in r.output, r.output
+
+
+def test_docs_audit_names_every_attack_and_rewrite():
+    """docs/audit.md's two tables: one row per registered attack and per jailbreak rewrite, so a new
+    one cannot ship undocumented."""
+    import re
+
+    from unlearn.auditing.registry import available_attacks
+    from unlearn.auditing.rewrites import rewrites
+
+    page = (ROOT / "docs" / "audit.md").read_text()
+    rows = set(re.findall(r"^\| `([a-z_]+)` \|", page, re.M))
+    assert set(available_attacks()) <= rows, set(available_attacks()) - rows
+    assert set(rewrites()) <= rows, set(rewrites()) - rows
+    assert "MEASURED" not in page and "AUDIT_README" not in (ROOT / "README.md").read_text()

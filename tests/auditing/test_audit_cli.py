@@ -158,3 +158,21 @@ def test_eval_audit_true_puts_the_section_in_the_evaluation_report(trained, tmp_
     md = (report / "report.md").read_text()
     assert "## Is it really gone?" in md and "template:chat" in md
     assert json.loads((tmp_path / "audit" / "audit.json").read_text())["attacks"][0]["variant"] == "template:chat"
+
+
+def test_the_attack_and_rewrite_of_docs_extending_run_from_an_outside_module(trained, tmp_path, plugin_module):
+    """docs/extending.md's example, taken from the page as written, named in `imports`: its attack
+    and its rewrite run in the audit like the built-in ones."""
+    import re
+
+    from unlearn.api import audit
+
+    tmp, cfg = trained
+    page = (Path(__file__).parents[2] / "docs" / "extending.md").read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", page, re.S) if "register_attack" in c)
+    plugin_module("my_attacks", code)
+    path = write_config(tmp_path / "cfg.yaml", {**cfg, "imports": ["my_attacks"],
+                                                "audit": {"attacks": ["shout", "jailbreak"], "jailbreaks": ["polite"]}})
+    data = audit(path, write=False)
+    assert [r["variant"] for r in data["attacks"]] == ["shout", "jailbreak:polite"]
+    assert data["attacks"][0]["unlearned"]["forget"]["leak_rate"]["n"] == 4
