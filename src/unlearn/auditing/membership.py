@@ -23,10 +23,10 @@ from typing import Any, Sequence
 
 import torch
 
-from unlearn.data.batch import collate
 from unlearn.data.encode import Encoded, Encoder
 from unlearn.errors import UnlearnError
-from unlearn.models import per_position, response_logits
+from unlearn.evaluate.nll import response_batches
+from unlearn.models import per_position
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus")
 # Min-K%++'s variance floor, as open-unlearning's (min_k_plus_plus.py: clamp(sigma, min=1e-6) on
@@ -57,34 +57,23 @@ def _stats_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.stack([target, mu, var.clamp(min=0).sqrt()], dim=-1)
 
 
-@torch.no_grad()
 def token_stats(model: Any, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 8) -> list[TokenStats]:
     """TokenStats of each example's response tokens (EOS included when encoded), in input order.
 
-    Teacher forced as unlearn.evaluate.nll: rows collated with unlearn.data.batch.collate, the
-    model's own logits at the positions that predict a response token (unlearn.models.
-    response_logits), one forward per batch, no gradient; the model's train/eval mode is restored.
+    Teacher forced by unlearn.evaluate.nll.response_batches, as the target NLL is: the model's own
+    logits at the positions that predict a response token, one forward per batch, no gradient.
     The vocabulary-sized fp32 work runs over chunks of positions (unlearn.models.per_position).
     """
     if batch_size < 1:
         raise UnlearnError(f"membership: batch_size must be >= 1, got {batch_size}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     out: list[TokenStats] = []
-    try:
-        for i in range(0, len(encoded), batch_size):
-            batch = collate({"forget": list(encoded[i : i + batch_size])}, pad_id).to(device)
-            logits, targets, rows = response_logits(
-                model, batch.input_ids, batch.attention_mask, batch.labels, fast=False
-            )
+    for n, logits, targets, rows in response_batches(model, encoded, pad_id, batch_size):
+        with torch.no_grad():
             stats = per_position(_stats_of, logits, targets).cpu()
-            counts = torch.bincount(rows.cpu(), minlength=batch.input_ids.shape[0]).tolist()
-            for part in torch.split(stats, counts):
-                lp, mu, sigma = part.T.tolist() if len(part) else ([], [], [])
-                out.append(TokenStats(lp, mu, sigma))
-    finally:
-        model.train(was_training)
+        counts = torch.bincount(rows.cpu(), minlength=n).tolist()
+        for part in torch.split(stats, counts):
+            lp, mu, sigma = part.T.tolist() if len(part) else ([], [], [])
+            out.append(TokenStats(lp, mu, sigma))
     return out
 
 

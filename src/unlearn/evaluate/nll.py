@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -12,25 +12,35 @@ from unlearn.models import response_logits
 
 
 @torch.no_grad()
-def response_nll(model: Any, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 8) -> list[float]:
-    """Mean NLL per response token of each example (nats), in input order."""
+def response_batches(model: Any, encoded: Sequence[Encoded], pad_id: int,
+                     batch_size: int = 8) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Teacher-forced forwards over `encoded` in batches, no gradient, in eval mode (the model's mode
+    is restored after): (rows in the batch, logits at the positions that predict a response token,
+    those tokens, the row of each position). What the target NLL and the audit's membership scores
+    read."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out: list[float] = []
     try:
         for i in range(0, len(encoded), batch_size):
             batch = collate({"forget": list(encoded[i : i + batch_size])}, pad_id).to(device)
             logits, targets, rows = response_logits(
                 model, batch.input_ids, batch.attention_mask, batch.labels, fast=False
             )
-            nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-            n = batch.input_ids.shape[0]
-            sums = torch.zeros(n, device=nll.device).index_add(0, rows, nll)
-            counts = torch.zeros(n, device=nll.device).index_add(0, rows, torch.ones_like(nll))
-            out.extend((sums / counts.clamp(min=1)).tolist())
+            yield batch.input_ids.shape[0], logits, targets, rows
     finally:
         model.train(was_training)
+
+
+def response_nll(model: Any, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 8) -> list[float]:
+    """Mean NLL per response token of each example (nats), in input order."""
+    out: list[float] = []
+    for n, logits, targets, rows in response_batches(model, encoded, pad_id, batch_size):
+        with torch.no_grad():
+            nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+            sums = torch.zeros(n, device=nll.device).index_add(0, rows, nll)
+            counts = torch.zeros(n, device=nll.device).index_add(0, rows, torch.ones_like(nll))
+        out.extend((sums / counts.clamp(min=1)).tolist())
     return out
 
 
