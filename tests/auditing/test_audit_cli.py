@@ -176,3 +176,19 @@ def test_the_attack_and_rewrite_of_docs_extending_run_from_an_outside_module(tra
     data = audit(path, write=False)
     assert [r["variant"] for r in data["attacks"]] == ["shout", "jailbreak:polite"]
     assert data["attacks"][0]["unlearned"]["forget"]["leak_rate"]["n"] == 4
+
+
+def test_your_paraphrases_are_asked_and_scored_by_their_own_targets(trained, tmp_path):
+    from conftest import FORGET, write_jsonl
+    from unlearn.api import audit
+
+    tmp, cfg = trained
+    para = write_jsonl(tmp_path / "para.jsonl", [(f"In other words: {p}", r) for p, r in FORGET[:3]])
+    data = audit(write_config(tmp_path / "cfg.yaml", {**cfg, "audit": {"attacks": ["paraphrase"],
+                                                                       "paraphrases": {"path": str(para)}}}),
+                 write=False)
+    (row,) = data["attacks"]
+    assert row["variant"] == "paraphrase" and list(row["unlearned"]) == ["paraphrases"]
+    assert row["unlearned"]["paraphrases"]["leak_rate"]["n"] == 3
+    assert data["sets"]["paraphrases"]["n"] == 3
+    assert data["headline"][0]["metric"] == "leak_rate"
