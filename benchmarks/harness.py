@@ -44,10 +44,18 @@ class Setting:
     lr: float = 1e-5
     seed: int = 0
     threads: int = 0  # torch threads in the worker; 0: torch's default (all cores)
+    # authors only: how their tokenizer call pads. "max_length": every row to seq_len (their
+    # padding="max_length" with a tokenizer whose maximum length is seq_len); "longest": to the
+    # longest row of each batch, which is what padding="max_length" does with a tokenizer that has
+    # no maximum length (their best case).
+    pad: str = "max_length"
 
     @property
     def label(self) -> str:
         parts = [self.impl, "LoRA" if self.lora else "full FT"]
+        if self.impl == "authors":
+            parts.append("padded to the longest row (their best case)" if self.pad == "longest"
+                         else f"padded to {self.seq_len}")
         if self.mixed_precision != "no":
             parts.append(self.mixed_precision)
         if self.impl == "unlearn" and not self.pack_rows:
@@ -251,6 +259,8 @@ class AuthorsStep:
         return {"trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
 
     def _tokenize(self, text: str) -> dict[str, list[int]]:
+        if self.setting.pad == "longest":  # nothing padded here: the collator pads each batch to its longest row
+            return self.tok(text, truncation=True, max_length=self.setting.seq_len)
         return self.tok(text, truncation=True, padding="max_length", max_length=self.setting.seq_len)
 
     def _encode(self, q: str, a: str, prefix_loc: bool = False) -> dict[str, Any]:

@@ -74,6 +74,22 @@ def test_authors_pattern_pads_every_row_and_runs_k_per_forget_example(tiny):
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in step.reference.parameters())
 
 
+def test_authors_best_case_pads_each_batch_to_its_longest_row(tiny):
+    """pad="longest": their padding="max_length" with a tokenizer that has no maximum length pads
+    nothing beyond each batch's longest row; the rows and the real tokens are the same."""
+    model, tok = tiny
+    import copy
+
+    data = {"forget": FORGET, "retain": RETAIN, "pool": [r for _, r in RETAIN]}
+    out = {}
+    for pad in ("max_length", "longest"):
+        setting = harness.Setting(model="tiny-random-llama", impl="authors", batch_size=2, k=3, seq_len=64, pad=pad)
+        out[pad] = harness.AuthorsStep(setting, copy.deepcopy(model), tok, data).step(0)
+    fixed, best = out["max_length"], out["longest"]
+    assert best["rows"] == fixed["rows"] == 10 and best["tokens"] == fixed["tokens"]
+    assert best["tokens"] <= best["padded_tokens"] < fixed["padded_tokens"] == 10 * 64
+
+
 def test_linear_fit_and_table_by_hand():
     fit = common.linear_fit([1, 2, 4], [3, 5, 9])  # y = 1 + 2x exactly
     assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(1) and fit["r2"] == pytest.approx(1)
