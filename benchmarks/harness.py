@@ -312,6 +312,7 @@ class AuthorsStep:
                                  "start_locs": start_loc})
         batch = self._batch(features)
         self._random_tokens = int(batch["attention_mask"].sum())
+        self._random_positions = batch["input_ids"].numel()
         return self.answer_loss("gd", batch)
 
     def compute_kl(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -343,4 +344,5 @@ class AuthorsStep:
         self.optimizer.zero_grad()
         rows = b * (2 + s.k)
         real = int(bad_batch["attention_mask"].sum()) + self._random_tokens + int(normal_batch["attention_mask"].sum())
-        return {"loss": float(loss.detach()), "tokens": real, "padded_tokens": rows * s.seq_len, "rows": rows}
+        computed = bad_batch["input_ids"].numel() + self._random_positions + normal_batch["input_ids"].numel()
+        return {"loss": float(loss.detach()), "tokens": real, "padded_tokens": computed, "rows": rows}
