@@ -83,11 +83,11 @@ def test_authors_best_case_pads_each_batch_to_its_longest_row(tiny):
     data = {"forget": FORGET, "retain": RETAIN, "pool": [r for _, r in RETAIN]}
     out = {}
     for pad in ("max_length", "longest"):
-        setting = harness.Setting(model="tiny-random-llama", impl="authors", batch_size=2, k=3, seq_len=64, pad=pad)
+        setting = harness.Setting(model="tiny-random-llama", impl="authors", batch_size=2, k=3, seq_len=256, pad=pad)
         out[pad] = harness.AuthorsStep(setting, copy.deepcopy(model), tok, data).step(0)
     fixed, best = out["max_length"], out["longest"]
     assert best["rows"] == fixed["rows"] == 10 and best["tokens"] == fixed["tokens"]
-    assert best["tokens"] <= best["padded_tokens"] < fixed["padded_tokens"] == 10 * 64
+    assert best["tokens"] <= best["padded_tokens"] < fixed["padded_tokens"] == 10 * 256
 
 
 def test_linear_fit_and_table_by_hand():
