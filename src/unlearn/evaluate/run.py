@@ -136,7 +136,7 @@ def run_model(
     for role, s in sets.items():
         enc = set_encoder(cfg, tokenizer, s)
         res.outputs[role] = generate(model, enc, s.prompts, settings, raw=s.kind == "text", progress=progress)
-        if role in nll_roles(sets):
+        if s.has_targets and role != "normal":
             res.nll[role] = target_nll(model, enc, s, cfg.eval.batch_size)
     res.seconds = time.time() - t0
     return res
