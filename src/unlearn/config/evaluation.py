@@ -156,6 +156,14 @@ class EvalConfig:
     do_sample: bool = setting(False, help="Sample instead of greedy decoding.")
     temperature: float = setting(1.0, help="Sampling temperature (do_sample only).")
     top_p: float = setting(1.0, help="Nucleus sampling mass (do_sample only).")
+    backend: Literal["hf", "vllm"] = setting(
+        "hf",
+        help="What generates the evaluation's outputs: 'hf' (transformers, any device) or 'vllm' (needs a "
+        "CUDA GPU and the vllm package, pip install vllm; the same token ids, stops and decoding, from the model "
+        "folder; a LoRA adapter is served through vLLM's LoRA support, in bfloat16 or float16; vLLM takes "
+        "up to half the GPU memory). The targets' NLL, fluency, evaluation during training and the audit "
+        "always run on hf.",
+    )
     bleu_threshold: float = setting(
         30.0, help="Sentence BLEU (0-100) at or above which an output reproduces its target."
     )

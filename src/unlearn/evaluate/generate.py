@@ -95,6 +95,15 @@ def continuation_text(tok: Any, prompt: Sequence[int], new: Sequence[int]) -> st
     return full[len(head):] if full.startswith(head) else tok.decode(list(new), skip_special_tokens=True)
 
 
+def decode_output(tok: Any, prompt: Sequence[int], new: Sequence[int], raw: bool, stops: Sequence[str]) -> str:
+    """One output's text from the tokens generated after `prompt`, the same for every backend: a
+    raw prompt's continuation exactly as generated (leading space and all); otherwise the new
+    tokens decoded without special tokens, cut at the first stop string and stripped."""
+    if raw:
+        return continuation_text(tok, prompt, new)
+    return cut_at_stop(tok.decode(list(new), skip_special_tokens=True), stops).strip()
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -158,10 +167,7 @@ def generate(
             )
             new = out[:, width:]
             for r, i in enumerate(chunk):
-                if raw:  # a passage's continuation: kept as generated, leading space and all
-                    outputs[i] = continuation_text(tok, ids[i], new[r].tolist())
-                else:
-                    outputs[i] = cut_at_stop(tok.decode(new[r], skip_special_tokens=True), stops).strip()
+                outputs[i] = decode_output(tok, ids[i], new[r].tolist(), raw, stops)
             if progress is not None:
                 progress(len(chunk))
     finally:

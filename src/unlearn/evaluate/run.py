@@ -31,7 +31,8 @@ from unlearn.errors import UnlearnError
 from unlearn.evaluate.cache import (
     ModelOutputs, OutputCache, environment, fluency_from_json, model_fingerprint, outputs_from_json,
 )
-from unlearn.evaluate.generate import GenerationSettings, generate
+from unlearn.evaluate.backend import check_backend, generate_texts
+from unlearn.evaluate.generate import GenerationSettings
 from unlearn.evaluate.judges import judge_spec, load_judge
 from unlearn.evaluate.metrics import get_metric
 from unlearn.evaluate.nll import response_nll
@@ -129,14 +130,17 @@ def run_model(
     model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet], label: str, name: str,
     progress: Optional[Callable[[int], None]] = None,
 ) -> ModelOutputs:
-    """Generate on every set and compute the targets' NLL."""
+    """Generate on every set (with eval.backend; `name`: the folder, alias or hub id the model was
+    loaded from, which vLLM loads) and compute the targets' NLL."""
     t0 = time.time()
     res = ModelOutputs(label, name, key=sets_key(cfg, sets))
     settings = settings_of(cfg)
+    source = dataclasses.replace(cfg.model, name=name)
     for role, s in sets.items():
         enc = set_encoder(cfg, tokenizer, s)
-        res.outputs[role] = generate(model, enc, s.prompts, settings, raw=s.kind == "text", progress=progress)
-        if s.has_targets and role != "normal":
+        res.outputs[role] = generate_texts(model, enc, s.prompts, settings, backend=cfg.eval.backend, source=source,
+                                           raw=s.kind == "text", progress=progress)
+        if role in nll_roles(sets):
             res.nll[role] = target_nll(model, enc, s, cfg.eval.batch_size)
     res.seconds = time.time() - t0
     return res
@@ -160,7 +164,9 @@ def sets_key(cfg: Config, sets: dict[str, EvalSet], full: bool = False) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    h.update(json.dumps([cfg.data.template, cfg.data.max_length, cfg.data.add_eos, vars(settings_of(cfg))]).encode())
+    backend = [] if cfg.eval.backend == "hf" else [cfg.eval.backend]  # hf: the same keys as before backends
+    h.update(json.dumps([cfg.data.template, cfg.data.max_length, cfg.data.add_eos, vars(settings_of(cfg)),
+                         *backend]).encode())
     for role, s in sets.items():
         h.update(json.dumps([role, s.kind, s.prompts, s.targets]).encode())
     return h.hexdigest() if full else h.hexdigest()[:16]
@@ -294,6 +300,7 @@ def evaluate_run(
 
     t0 = time.time()
     out, model_dir, manifest = check_run(cfg, model_dir, allow_unfinished)
+    check_backend(cfg, model_dir)
     device = pick_device(cfg)
     tokenizer, sets, judge, embedder, similarity = prepare(cfg, device, manifest.get("trained_examples"))
     key = sets_key(cfg, sets)
@@ -361,6 +368,7 @@ def evaluate_run(
             "max_new_tokens": e.max_new_tokens,
             "decoding": "sampling" if e.do_sample else "greedy",
             **({"temperature": e.temperature, "top_p": e.top_p} if e.do_sample else {}),
+            "backend": e.backend,
             "bleu_threshold": e.bleu_threshold,
             "judge": e.judge,
             "embedding_model": e.embedding_model or "all-MiniLM-L6-v2 (bundled)",
