@@ -152,7 +152,11 @@ class EvalConfig:
     )
     limit: Union[int, None] = setting(None, help="Evaluate at most N examples of each set.")
     max_new_tokens: int = setting(64, help="Tokens generated per prompt at most.")
-    batch_size: int = setting(8, help="Prompts generated (and scored) together.")
+    batch_size: int = setting(
+        32,
+        help="Prompts generated (and scored) together; every set of a kind goes through one generate "
+        "call, sorted by length (measured on the demo: 64 per batch took 7 s where 16 took 12 s).",
+    )
     do_sample: bool = setting(False, help="Sample instead of greedy decoding.")
     temperature: float = setting(1.0, help="Sampling temperature (do_sample only).")
     top_p: float = setting(1.0, help="Nucleus sampling mass (do_sample only).")

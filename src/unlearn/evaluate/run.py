@@ -136,12 +136,15 @@ def run_model(
     res = ModelOutputs(label, name, key=sets_key(cfg, sets))
     settings = settings_of(cfg)
     source = dataclasses.replace(cfg.model, name=name)
-    for role, s in sets.items():
-        enc = set_encoder(cfg, tokenizer, s)
-        res.outputs[role] = generate_texts(model, enc, s.prompts, settings, backend=cfg.eval.backend, source=source,
-                                           raw=s.kind == "text", progress=progress)
-        if role in nll_roles(sets):
-            res.nll[role] = target_nll(model, enc, s, cfg.eval.batch_size)
+    for kind in dict.fromkeys(s.kind for s in sets.values()):  # one call per kind: fuller batches
+        roles = [r for r, s in sets.items() if s.kind == kind]
+        texts = generate_texts(model, set_encoder(cfg, tokenizer, sets[roles[0]]),
+                               [p for r in roles for p in sets[r].prompts], settings, backend=cfg.eval.backend,
+                               source=source, raw=kind == "text", progress=progress)
+        for r in roles:
+            res.outputs[r], texts = texts[: len(sets[r].items)], texts[len(sets[r].items):]
+    for role in [r for r in sets if r in nll_roles(sets)]:
+        res.nll[role] = target_nll(model, set_encoder(cfg, tokenizer, sets[role]), sets[role], cfg.eval.batch_size)
     res.seconds = time.time() - t0
     return res
 
