@@ -344,7 +344,7 @@ class Driver:
         out = ["--batch", str(a.batch), "--seq-len", str(a.seq_len), "--k", str(a.k), "--warmup", str(a.warmup),
                "--rounds", str(a.rounds), "--prompts", str(a.prompts), "--max-new-tokens", str(a.max_new_tokens),
                "--eval-batch", str(a.eval_batch), "--run-steps", str(a.run_steps),
-               "--vllm-memory", str(a.vllm_memory)]
+               "--vllm-memory", str(a.vllm_memory), "--layers", str(a.layers)]
         if a.dry_run:
             out.append("--dry-run")
         if a.vllm_eager:
@@ -406,15 +406,17 @@ def versions() -> dict[str, str]:
 
 
 def nvidia_smi() -> Optional[dict[str, str]]:
-    keys = ["name", "driver_version", "memory.total", "clocks.max.sm", "power.limit"]
-    try:
-        r = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(keys)}", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if r.returncode != 0 or not r.stdout.strip():
-        return None
-    return dict(zip(keys, (v.strip() for v in r.stdout.splitlines()[0].split(","))))
+    """The first GPU's name, driver and limits as nvidia-smi reports them (None without it)."""
+    for keys in (["name", "driver_version", "memory.total", "clocks.max.sm", "power.limit"],
+                 ["name", "driver_version"]):  # the short query where a field is unknown to this driver
+        try:
+            r = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(keys)}", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if r.returncode == 0 and r.stdout.strip():
+            return dict(zip(keys, (v.strip() for v in r.stdout.splitlines()[0].split(","))))
+    return None
 
 
 def phase_env(a: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -443,8 +445,11 @@ def phase_step(a: argparse.Namespace, work: Path, name: str) -> dict[str, Any]:
     from harness import Setting
 
     gpu_model, dry_model, variants = STEP_MODELS[name]
-    base = Setting(model=dry_model if a.dry_run else gpu_model, dtype=dtype_name(a.dry_run), batch_size=a.batch,
-                   seq_len=a.seq_len, k=a.k, shape="paper", threads=1 if a.dry_run else 0)
+    # On the GPU as docs/distributed.md runs it: bf16 weights, train.mixed_precision bf16 (a full
+    # fine-tune trains fp32 master weights under it; LoRA's adapters run under it too).
+    base = Setting(model=dry_model if a.dry_run else shaped(gpu_model, a), dtype=dtype_name(a.dry_run), batch_size=a.batch,
+                   seq_len=a.seq_len, k=a.k, shape="paper", threads=1 if a.dry_run else 0,
+                   mixed_precision="no" if a.dry_run else "bf16")
     data = step.run(variants, base, a.warmup, a.rounds, flops=True, tensors=False)
     keep = ("label", "median_s", "min_s", "max_s", "seconds", "tokens_per_step", "padded_tokens_per_step",
             "tokens_per_s", "flops_per_step", "flops_per_s", "fraction_of_matmul_peak", "matmul_peak_dtype",
@@ -458,6 +463,11 @@ def phase_step(a: argparse.Namespace, work: Path, name: str) -> dict[str, Any]:
     return rec
 
 
+def shaped(model: str, a: argparse.Namespace) -> str:
+    """`random:SHAPE`, or `random:SHAPE:LAYERS` with --layers (the real widths, fewer layers)."""
+    return f"{model}:{a.layers}" if a.layers else model
+
+
 def model_folder(work: Path) -> Path:
     return work / "model"
 
@@ -465,7 +475,7 @@ def model_folder(work: Path) -> Path:
 def phase_model(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     from harness import Setting, load
 
-    name = FOLDER_MODEL[1] if a.dry_run else FOLDER_MODEL[0]
+    name = FOLDER_MODEL[1] if a.dry_run else shaped(FOLDER_MODEL[0], a)
     t = time.perf_counter()
     model, tok = load(Setting(model=name, dtype=dtype_name(a.dry_run)))
     built = time.perf_counter() - t
@@ -540,6 +550,12 @@ def phase_launch(a: argparse.Namespace, work: Path, recipe: str) -> dict[str, An
     shutil.rmtree(out / "model", ignore_errors=True)  # gigabytes on a GPU; the check needs only that it was written
     if r.returncode == 0 and rec["run_status"] == "done":
         rec["status"] = "ok"
+        if recipe == "fsdp" and rec["engine"] != "fsdp":  # accelerate fell back to DDP: nothing was sharded
+            why = f"run.json says engine {rec['engine']!r}: accelerate did not select FSDP"
+            if is_cuda():
+                rec["status"], rec["reason"] = "failed", why
+            else:
+                rec["note"] = why + " (it selects FSDP only on GPUs)"
     else:
         last = next((x for x in reversed((r.stderr or r.stdout).splitlines()) if x.strip()), "")
         oom = "out of memory" in (r.stderr or "").lower()
@@ -710,11 +726,14 @@ def fmt(v: Any, spec: str = ".2f", scale: float = 1.0, unit: str = "") -> str:
 def markdown(data: dict[str, Any]) -> str:
     ph = data["phases"]
     env = ph.get("env", {})
-    lines = [f"**{data['benchmark']}** ({data['when']}; {'dry run on the CPU, tiny models' if data['dry_run'] else 'GPU'}"
-             f"; {data['wall_s']:.0f} s of a {data['budget_s']:.0f} s budget)."]
+    gpu = ((env.get("gpu") or {}).get("name") or "no GPU") if env.get("status") == "ok" else "machine not read"
+    where = "dry run on the CPU, tiny models" if data["dry_run"] else gpu
+    layers = (data.get("settings") or {}).get("layers")
+    lines = [f"**{data['benchmark']}** ({data['when']}; {where}"
+             + (f"; random models cut to {layers} decoder layer(s)" if layers else "")
+             + f"; {data['wall_s']:.0f} s of a {data['budget_s']:.0f} s budget)."]
     if env.get("status") == "ok":
         v, smi, mp = env["versions"], env.get("nvidia_smi") or {}, env["matmul_peak"]
-        gpu = (env.get("gpu") or {}).get("name") or "no GPU"
         lines.append(
             f"Machine: {gpu}" + (f", driver {smi['driver_version']}" if smi.get("driver_version") else "")
             + (f", CUDA {env['torch_cuda']}" if env.get("torch_cuda") else "")
@@ -736,7 +755,7 @@ def markdown(data: dict[str, Any]) -> str:
         s0 = steps[0][1]["setting"]
         lines += ["", f"Unlearning step (benchmarks/step.py's workers, `unlearn.train.train_step`): batch "
                       f"{s0['batch_size']}, sequence length {s0['seq_len']}, k = {s0['k']}, paper-shaped data, the "
-                      f"paper's objective; weights {s0['dtype']}"
+                      f"paper's objective; weights {s0['dtype']}, train.mixed_precision {s0.get('mixed_precision', 'no')}"
                       + (" (a full fine-tune trains fp32 master weights under bf16 autocast, as `unlearn run` does)"
                          if s0["dtype"] == "bfloat16" else "")
                       + f"; {steps[0][1]['warmup']} warm-up + "
@@ -826,6 +845,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--prompts", type=int, default=0, help="evaluation prompts (default 64; dry run 8)")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="eval.max_new_tokens (default 64; dry run 8)")
     ap.add_argument("--eval-batch", type=int, default=0, help="eval.batch_size of the HF backend (default 8)")
+    ap.add_argument("--layers", type=int, default=0,
+                    help="decoder layers of the random models (default: the real count); fewer for a smaller GPU")
     ap.add_argument("--vllm-memory", type=float, default=0.5, help="vLLM's gpu_memory_utilization")
     ap.add_argument("--vllm-eager", action="store_true", help="vLLM without CUDA graphs or compilation (faster start)")
     ap.add_argument("--phase", help=argparse.SUPPRESS)

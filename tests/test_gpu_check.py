@@ -187,3 +187,88 @@ def test_summary_names_every_phase_and_why_it_has_no_numbers():
     assert "| env | timeout | 20 | no result within 20 s |" in md
     assert "| ddp | not run |" in md
     assert "not timed: out of memory" in md
+
+
+def test_vllm_phase_decodes_and_counts_as_the_hf_phase_does(tmp_path, tiny, monkeypatch):
+    """The vLLM phase against a stand-in for vllm that answers what the HF phase generated (ids
+    only, EOS included where a row stopped, as vLLM returns them): both phases then report the same
+    texts and token counts, and the summary full agreement. What the stand-in is asked for is the
+    greedy, token-ids-in, token-ids-out use of vLLM's API."""
+    import types
+
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    a = gpu_check.parse_args(["--prompts", "6", "--max-new-tokens", "5", "--eval-batch", "4"])
+    hf = gpu_check.phase_eval_hf(a, tmp_path)
+    _, _, _, ids, eos = gpu_check.eval_setup(a, tmp_path, tok)
+    answers = {tuple(p): (out, done) for p, out, done in
+               zip(ids, hf["output_ids"], [len(x) < 5 for x in hf["output_ids"]])}
+    asked: dict = {}
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    class LLM:
+        def __init__(self, model, **kw):
+            asked["llm"] = {"model": model, **kw}
+
+        def generate(self, prompts, params, use_tqdm=True):
+            asked["params"] = params.kw
+            outs = []
+            for p in prompts:
+                out, done = answers[tuple(p["prompt_token_ids"])]
+                out = (out + sorted(eos) if done else out)[: params.kw["max_tokens"]]
+                reason = "stop" if done and len(out) <= params.kw["max_tokens"] else "length"
+                outs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=out, finish_reason=reason)]))
+            return outs
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    vl = gpu_check.phase_eval_vllm(a, tmp_path)
+    assert vl["status"] == "ok"
+    assert asked["llm"]["model"] == str(tmp_path / "model") and asked["llm"]["skip_tokenizer_init"] is True
+    assert asked["params"]["temperature"] == 0.0 and asked["params"]["detokenize"] is False
+    assert asked["params"]["max_tokens"] == 5 and asked["params"]["stop_token_ids"] == sorted(eos)
+    assert vl["outputs"] == hf["outputs"] and vl["output_ids"] == hf["output_ids"]
+    assert vl["new_tokens"] == hf["new_tokens"] and vl["finished_at_eos"] == hf["finished_at_eos"]
+    ag = gpu_check.agreement(hf["output_ids"], vl["output_ids"], hf["outputs"], vl["outputs"])
+    assert ag["identical_token_sequences"] == ag["identical_texts"] == 6
+    data = {"benchmark": "gpu_check", "when": "now", "dry_run": False, "wall_s": 1.0, "budget_s": 480.0,
+            "phases": {"eval-hf": {**hf, "seconds": 1.0}, "eval-vllm": {**vl, "seconds": 2.0}}, "eval_agreement": ag}
+    md = gpu_check.markdown(data)
+    assert "identical token sequences 6/6, identical texts 6/6, mean common prefix 100 %" in md
+    assert "| eval-vllm | ok | 6 |" in md
+
+
+def test_a_phase_that_times_out_or_fails_is_recorded_and_the_next_ones_run(tmp_path, monkeypatch):
+    """The driver's bookkeeping, with the phase processes stood in for: a timeout and a crash are
+    recorded with their reasons, a phase that needs a failed one is skipped, the others run, and the
+    summary holds every phase."""
+    ran = []
+
+    def fake_run_process(cmd, timeout, log, env=None):
+        name, work = cmd[cmd.index("--phase") + 1], Path(cmd[cmd.index("--work") + 1])
+        ran.append((name, timeout))
+        if name == "env":
+            return None, True, ["still measuring"]
+        if name == "model":
+            return 1, False, ["Traceback (most recent call last):", "OSError: No space left on device", ""]
+        (work / "phases" / f"{name}.json").write_text(json.dumps({"status": "ok", "x": 1}))
+        return 0, False, []
+
+    monkeypatch.setattr(gpu_check, "run_process", fake_run_process)
+    out = tmp_path / "out"
+    a = gpu_check.parse_args(["--dry-run", "--out", str(out), "--only", "ddp,step-opt-1.3b,env"])
+    assert gpu_check.Driver(a).run() == 0
+    assert [n for n, _ in ran] == ["env", "step-opt-1.3b", "model"]  # ddp needs model, which failed
+    assert ran[0][1] == 60  # env's dry-run timeout, the budget being ample
+    phases = json.loads((out / "gpu_check_dry_run.json").read_text())["phases"]
+    assert list(phases) == ["env", "step-opt-1.3b", "model", "ddp"]
+    assert phases["env"]["status"] == "timeout" and phases["env"]["reason"] == "no result within 60 s"
+    assert phases["step-opt-1.3b"]["status"] == "ok" and phases["step-opt-1.3b"]["x"] == 1
+    assert phases["model"] == {**phases["model"], "status": "failed",
+                               "reason": "exit code 1: OSError: No space left on device"}
+    assert phases["ddp"]["status"] == "skipped" and phases["ddp"]["reason"] == "needs phase model, which did not succeed"
+    md = (out / "gpu_check_dry_run.md").read_text()
+    assert "| env | timeout |" in md and "| eval-hf | not run |" in md
