@@ -331,8 +331,8 @@ class Driver:
         elif timed_out:
             rec = {"status": "timeout", "reason": f"no result within {timeout:.0f} s"}
         else:
-            last = next((x for x in reversed(tail) if x.strip()), "")
-            rec = {"status": "failed", "reason": f"exit code {rc}: {last[-300:]}"}
+            rec = {"status": "failed", "reason": f"exit code {rc}: {telling_line(tail)[-300:]}",
+                   "output_tail": tail[-30:]}
         if timed_out and rec.get("status") == "ok":  # wrote its record, then hung while exiting
             rec["note"] = f"the process had to be killed after its {timeout:.0f} s"
         rec["seconds"] = round(seconds, 1)
@@ -533,11 +533,18 @@ def phase_launch(a: argparse.Namespace, work: Path, recipe: str) -> dict[str, An
     out = work / f"run-{recipe}"
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=child_env(a.dry_run), cwd=ROOT)
+    # In this phase's process group (no session of its own): the driver's timeout ends it too.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            env=child_env(a.dry_run), cwd=ROOT)
+    tail: deque[str] = deque(maxlen=60)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # passed on as it comes, so that a timed-out run's log shows how far it got
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        tail.append(line.rstrip("\n"))
+    rc = proc.wait()
     rec["wall_s"] = round(time.perf_counter() - t, 2)
-    rec["exit_code"] = r.returncode
-    sys.stdout.write(r.stdout[-4000:])
-    sys.stdout.write(r.stderr[-8000:])
+    rec["exit_code"] = rc
     manifest = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     rec["run_status"] = manifest.get("status")
     rec["engine"] = manifest.get("engine")
@@ -548,7 +555,7 @@ def phase_launch(a: argparse.Namespace, work: Path, recipe: str) -> dict[str, An
         rec.update(median_step_seconds([json.loads(x) for x in log.read_text().splitlines() if x.strip()]))
     rec["saved_model"] = (out / "model").is_dir()
     shutil.rmtree(out / "model", ignore_errors=True)  # gigabytes on a GPU; the check needs only that it was written
-    if r.returncode == 0 and rec["run_status"] == "done":
+    if rc == 0 and rec["run_status"] == "done":
         rec["status"] = "ok"
         if recipe == "fsdp" and rec["engine"] != "fsdp":  # accelerate fell back to DDP: nothing was sharded
             why = f"run.json says engine {rec['engine']!r}: accelerate did not select FSDP"
@@ -557,11 +564,23 @@ def phase_launch(a: argparse.Namespace, work: Path, recipe: str) -> dict[str, An
             else:
                 rec["note"] = why + " (it selects FSDP only on GPUs)"
     else:
-        last = next((x for x in reversed((r.stderr or r.stdout).splitlines()) if x.strip()), "")
-        oom = "out of memory" in (r.stderr or "").lower()
-        rec["status"] = "oom" if oom else "failed"
-        rec["reason"] = f"exit code {r.returncode}, run.json status {rec['run_status']}: {last[-300:]}"
+        rec["status"] = "oom" if any("out of memory" in x.lower() for x in tail) else "failed"
+        rec["reason"] = f"exit code {rc}, run.json status {rec['run_status']}: {telling_line(tail)[-300:]}"
+        rec["output_tail"] = list(tail)[-30:]
     return rec
+
+
+def telling_line(lines: Sequence[str]) -> str:
+    """The line of a failed run's output that says why: unlearn's own `error: ...` line, else the
+    last exception line (torchrun's summary of a failed rank comes after the rank's own), else the
+    last line."""
+    text = [x.strip() for x in lines if x.strip()]
+    for pick in (lambda x: x.startswith("error:"),
+                 lambda x: ("Error:" in x or "Error(" in x) and "ChildFailedError" not in x and "elastic" not in x):
+        found = [x for x in text if pick(x)]
+        if found:
+            return found[-1]
+    return text[-1] if text else ""
 
 
 def eval_prompts(n: int) -> list[str]:

@@ -272,3 +272,14 @@ def test_a_phase_that_times_out_or_fails_is_recorded_and_the_next_ones_run(tmp_p
     assert phases["ddp"]["status"] == "skipped" and phases["ddp"]["reason"] == "needs phase model, which did not succeed"
     md = (out / "gpu_check_dry_run.md").read_text()
     assert "| env | timeout |" in md and "| eval-hf | not run |" in md
+
+
+def test_the_line_that_says_why_a_run_failed():
+    torchrun = ["Traceback (most recent call last):", '  File "x.py", line 3, in <module>',
+                "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "E1130 elastic ...",
+                "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ", "  unlearn FAILED", ""]
+    assert gpu_check.telling_line(torchrun).startswith("torch.OutOfMemoryError: CUDA out of memory")
+    assert gpu_check.telling_line(["plan ...", "error: train.save_every: must be 0 under FSDP", "x"]) == \
+        "error: train.save_every: must be 0 under FSDP"
+    assert gpu_check.telling_line(["a", "killed", ""]) == "killed"
+    assert gpu_check.telling_line([]) == ""
