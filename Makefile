@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-slow check-report bench clean
+.PHONY: setup demo test test-slow check-report bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ check-report: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# The prepared GPU check (8 minutes on one H100/H200; --dry-run: tiny shapes on a CPU).
+gpu-check: setup
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
