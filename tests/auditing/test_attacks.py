@@ -175,8 +175,7 @@ def test_relearning_half_of_the_people_brings_the_other_half_back(tmp_path):
                            attacks=["relearn", "benign"], relearn_batch_size=6))
     row = next(r for r in data["attacks"] if r["variant"] == "relearn")
     assert row["info"]["measured"] == 6 and row["info"]["trained_on"] == 6  # three people each way
-    measured = {FACTS[i]["person"] for i in range(len(FACTS))} and row["unlearned"]["forget"]["leak_rate"]["n"] == 6
-    assert measured
+    assert row["unlearned"]["forget"]["leak_rate"]["n"] == 6  # only the held-out people are scored
     after, before = rate(data, "relearn")
     assert before <= 0.2 and after >= 0.5, (before, after)
     assert data["baseline"]["original"]["forget"]["leak_rate"]["value"] == 1.0

@@ -192,3 +192,19 @@ def test_your_paraphrases_are_asked_and_scored_by_their_own_targets(trained, tmp
     assert row["unlearned"]["paraphrases"]["leak_rate"]["n"] == 3
     assert data["sets"]["paraphrases"]["n"] == 3
     assert data["headline"][0]["metric"] == "leak_rate"
+
+
+def test_bitsandbytes_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    """No GPU: skipped, saying so; on a GPU with bitsandbytes, a LoRA adapter run is skipped too
+    (bitsandbytes loads full model folders), a full model folder is attacked."""
+    from types import SimpleNamespace
+
+    from unlearn.auditing.attacks import weights
+
+    assert "CUDA GPU" in weights._bnb_applies(SimpleNamespace(device="cpu", paths={}))
+    monkeypatch.setattr(weights, "bitsandbytes_available", lambda: True)
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    (tmp_path / "full").mkdir()
+    assert "LoRA adapter" in weights._bnb_applies(SimpleNamespace(device="cuda", paths={"unlearned": str(tmp_path / "adapter")}))
+    assert weights._bnb_applies(SimpleNamespace(device="cuda", paths={"unlearned": str(tmp_path / "full")})) is None

@@ -32,8 +32,6 @@ def cache_root() -> Path:
     """Where cached outputs live: $UNLEARN_OUTPUT_CACHE if set (the test suite points it at a
     temporary folder, so tests neither read a user's entries nor leave theirs behind), else
     $UNLEARN_CACHE/outputs (else ~/.cache/unlearn/outputs)."""
-    import os
-
     if os.environ.get("UNLEARN_OUTPUT_CACHE"):
         return Path(os.environ["UNLEARN_OUTPUT_CACHE"]).expanduser()
     from unlearn.models.load import cache_dir  # lazy: models imports torch

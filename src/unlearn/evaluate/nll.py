@@ -12,9 +12,9 @@ from unlearn.data.encode import Encoded
 from unlearn.models import ResponseLM
 
 
-# Per model: (fast path, packing) as checked on its first batch (weak keys: freed with the model).
-_CHECKED: "weakref.WeakKeyDictionary[Any, tuple[bool, bool]]" = weakref.WeakKeyDictionary()
-_PACK_TRIED: "weakref.WeakSet[Any]" = weakref.WeakSet()
+# Per model: which fast paths reproduced its plain logits ({"fast": bool, "pack": bool}), each
+# checked once, on the first batch that can show it (weak keys: forgotten with the model).
+_CHECKED: "weakref.WeakKeyDictionary[Any, dict[str, bool]]" = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()
@@ -30,19 +30,18 @@ def response_batches(model: Any, encoded: Sequence[Encoded], pad_id: int,
     model.eval()
     device = next(model.parameters()).device
     lm = ResponseLM(model)
-    lm.fast, lm.pack = _CHECKED.get(model, (None, None))
+    checked = _CHECKED.setdefault(model, {})
     try:
         for i in range(0, len(encoded), batch_size):
             batch = collate({"forget": list(encoded[i : i + batch_size])}, pad_id).to(device)
-            if lm.fast is None or (not lm.pack and batch.input_ids.shape[0] > 1 and model not in _PACK_TRIED):
-                # The training forward's fast paths, each kept only if it reproduces the plain logits;
-                # checked once per model (packing needs a batch of two rows or more).
-                lm.check_fast_path(batch.input_ids, batch.attention_mask, batch.labels)
-                lm.check_packing(batch.input_ids, batch.attention_mask, batch.labels)
-                if batch.input_ids.shape[0] > 1:
-                    _PACK_TRIED.add(model)
-                _CHECKED[model] = (lm.fast, lm.pack)
-            logits, targets, rows = lm(batch.input_ids, batch.attention_mask, batch.labels)
+            args = (batch.input_ids, batch.attention_mask, batch.labels)
+            if "fast" not in checked:
+                checked["fast"] = lm.check_fast_path(*args)
+            lm.fast = checked["fast"]
+            if "pack" not in checked and batch.input_ids.shape[0] > 1:  # packing needs two rows to show
+                checked["pack"] = lm.check_packing(*args)
+            lm.pack = checked.get("pack", False)
+            logits, targets, rows = lm(*args)
             yield batch.input_ids.shape[0], logits, targets, rows
     finally:
         model.train(was_training)

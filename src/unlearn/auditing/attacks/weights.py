@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, Optional
 
 from unlearn.auditing.context import AuditContext
@@ -44,6 +45,9 @@ def _bnb_applies(ctx: AuditContext) -> Optional[str]:
         return "real 4-/8-bit loading needs a CUDA GPU (the quantize attack simulates it)"
     if not bitsandbytes_available():
         return "the bitsandbytes package is not installed (pip install bitsandbytes)"
+    if (Path(ctx.paths["unlearned"]) / "adapter_config.json").exists():
+        return ("the unlearned model is a LoRA adapter: bitsandbytes loads full model folders "
+                "(model.merge: true saves one); the quantize attack covers it")
     return None
 
 
