@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("auditing",),
     ("report",),
     ("api",),
-    ("comparison", "demo"),
+    ("comparison", "demo", "forgetting"),
     ("cli", "__init__", "__main__"),
 ]
 
