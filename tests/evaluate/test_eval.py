@@ -27,7 +27,10 @@ def trained(tmp_path_factory):
     cfg = tiny_config(
         tmp, files,
         train={"max_steps": 4, "eval_every": 2, "keep_best": True},
+        # The tiny random model gives one answer to everything, which the collapse rule would refuse
+        # to keep as the best; keep_best's choice by score is what this fixture tests.
         eval={"split": [0.5, 0.25, 0.25], "max_new_tokens": 8, "judge": "refusal",
+              "verdict": {"max_top_answer_share": 1.0, "min_distinct_ratio": 0.0},
               "forget": {"match": "contains", "answer_field": "answer"},
               "normal": {"path": str(tmp / "normal.jsonl")}},
     )
@@ -51,7 +54,11 @@ def test_eval_during_training_logs_and_keeps_the_best(trained):
     evals = {rec["step"]: rec["eval"] for rec in log if "eval" in rec}
     assert sorted(evals) == [2, 4]
     for values in evals.values():
-        assert set(values) == {"forget_leak_rate", "forget_nll", "retain_accuracy", "retain_nll", "score"}
+        assert set(values) == {
+            "forget_leak_rate", "forget_nll", "forget_harmful_rate", "retain_accuracy", "retain_nll",
+            "retain_top_answer_share", "retain_distinct_answers", "normal_cosine", "normal_top_answer_share",
+            "normal_distinct_answers", "score", "collapsed"}
+        assert 0.0 <= values["normal_cosine"] <= 1.0001 and isinstance(values["collapsed"], bool)
         assert values["score"] == pytest.approx(values["retain_accuracy"] - values["forget_leak_rate"], abs=1e-3)
     best = json.loads((tmp / "run" / "best" / "best.json").read_text())
     top = max(v["score"] for v in evals.values())

@@ -250,7 +250,15 @@ class TrainConfig:
     keep_best: bool = setting(
         False,
         help="With eval_every: keep the model of the evaluation with the best eval.trade_off score in "
-        "OUTPUT_DIR/best/model (LoRA: the adapter); OUTPUT_DIR/model stays the final model.",
+        "OUTPUT_DIR/best/model (LoRA: the adapter); OUTPUT_DIR/model stays the final model. A "
+        "collapsed model (eval.verdict's rule on the normal and retain prompts) is never kept.",
+    )
+    stop_when_forgotten: bool = setting(
+        False,
+        help="With eval_every: stop at the first evaluation where every forget rate (leak, harmful, "
+        "hallucination rate on the val part of the forget data, else the forget set) is at most "
+        "eval.verdict.forget_target while utility holds by eval.verdict's rules (retain accuracy and "
+        "normal-prompt cosine against the original model's, no collapse), all on the fast prompts.",
     )
 
     def __post_init__(self) -> None:
@@ -282,4 +290,9 @@ class TrainConfig:
             not self.keep_best or self.eval_every > 0,
             "keep_best",
             "needs train.eval_every > 0 (the best model is chosen at each evaluation)",
+        )
+        check(
+            not self.stop_when_forgotten or self.eval_every > 0,
+            "stop_when_forgotten",
+            "needs train.eval_every > 0 (the rule is checked at each evaluation)",
         )

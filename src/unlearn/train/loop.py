@@ -113,6 +113,8 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
     step = run.start_step
     best = run.best
     ex.stop = GracefulStop().install()
+    if evaluator is not None and run.main:
+        _baseline(evaluator, run)
 
     def checkpoint() -> None:
         on_main(accelerator, lambda: save_checkpoint(
@@ -153,12 +155,15 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
                 "tokens": result.tokens,
                 "seconds": round(time.time() - t0, 4),
             }
-            if evaluator is not None and (step % cfg.train.eval_every == 0 or step == max_steps):
+            evaluated = evaluator is not None and (step % cfg.train.eval_every == 0 or step == max_steps)
+            if evaluated:
+                assert evaluator is not None
                 best = _evaluate(evaluator, run, step, record, best)
                 accelerator.wait_for_everyone()
             last = record
             save = bool(cfg.train.save_every) and step % cfg.train.save_every == 0 and step < max_steps
             stop = stopper is not None and stopper.update(step, result.values["forget_nll"])
+            evaluated_stop = _stop_asked(accelerator, record) if evaluated else None
             interrupted = result.stop_requested and step < max_steps
             if log is not None and progress is not None:
                 # Every step's line is written before a checkpoint of that step (see TrainLog).
@@ -170,6 +175,9 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
             if stop:
                 assert stopper is not None
                 stop_reason = f"forget NLL above {cfg.train.stop_forget_nll} since step {stopper.crossed_at}"
+                break
+            if evaluated_stop:
+                stop_reason = evaluated_stop
                 break
             if interrupted:
                 interrupt(ex, accelerator, cfg, step, None if save else checkpoint, run.finetune)
@@ -208,7 +216,8 @@ def _evaluate(evaluator: Evaluator, run: Run, step: int, record: dict[str, Any],
     model, cfg = run.parts.inner.model, run.cfg
     values = evaluator(model, run.tokenizer, step)
     record["eval"] = values
-    if cfg.train.keep_best and (best is None or values["score"] > best["score"]):
+    # A collapsed model (one answer to everything) may score well on forgetting: it is never kept.
+    if cfg.train.keep_best and not values.get("collapsed") and (best is None or values["score"] > best["score"]):
         (run.out / "best").mkdir(exist_ok=True)
         # The adapter only for LoRA: merging here would change the model being trained.
         save_model(model, run.tokenizer, run.out / "best", base_name=cfg.model.name, merge=False,
@@ -216,6 +225,26 @@ def _evaluate(evaluator: Evaluator, run: Run, step: int, record: dict[str, Any],
         best = {"step": step, **values}
         write_json_atomic(run.out / "best" / "best.json", best)
     return best
+
+
+def _baseline(evaluator: Evaluator, run: Run) -> None:
+    """Let the evaluator measure the original model before the first step (its `start`), or, in a
+    resumed run, load the original for it (`start_from_original`). Evaluators without them skip it."""
+    if run.start_step == 0 and hasattr(evaluator, "start"):
+        evaluator.start(run.parts.inner.model, run.tokenizer)
+    elif run.start_step > 0 and hasattr(evaluator, "start_from_original"):
+        evaluator.start_from_original(run.tokenizer)
+
+
+def _stop_asked(accelerator: Any, record: dict[str, Any]) -> str | None:
+    """The evaluator's stop reason (train.stop_when_forgotten), the same on every process: the main
+    process evaluates, the others learn its answer."""
+    reason = [record.get("eval", {}).get("stop")]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(reason, from_process=0)
+    return reason[0]
 
 
 def trained_examples(run: Run, steps: int, skipped: list[int]) -> dict[str, Any]:

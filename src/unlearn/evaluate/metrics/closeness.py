@@ -38,7 +38,7 @@ def _similarity_bleu(x: SetScoring) -> Optional[Metric]:
 @register_metric(
     "similarity_cosine", sets=("normal",), unit="cosine", higher_is_better_when_forbidden=True,
     description="embedding cosine between the unlearned and the original model's outputs",
-    axis=("y", 1), rank=41,
+    axis=("y", 1), rank=41, fast={"normal": "normal_cosine"},
 )
 def _similarity_cosine(x: SetScoring) -> Optional[Metric]:
     if x.original_outputs is None or x.embedder is None:

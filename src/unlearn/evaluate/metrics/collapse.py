@@ -58,6 +58,7 @@ def distinct_n(outputs: Sequence[str], n: int) -> Metric:
 @register_metric(
     "distinct_answers", detail=True, sets=ALL_SETS, unit="fraction", higher_is_better_when_forbidden=True,
     description="distinct answers over the set: unique normalised outputs / outputs", rank=63,
+    fast={"normal": "normal_distinct_answers", "retain": "retain_distinct_answers"},
 )
 def _distinct_answers(x: SetScoring) -> Optional[Metric]:
     return distinct_answers(x.outputs)
@@ -66,6 +67,7 @@ def _distinct_answers(x: SetScoring) -> Optional[Metric]:
 @register_metric(
     "top_answer_share", sets=ALL_SETS, unit="fraction", higher_is_better_when_forbidden=False,
     description="share of the outputs that are the set's most frequent answer", rank=64,
+    fast={"normal": "normal_top_answer_share", "retain": "retain_top_answer_share"},
 )
 def _top_answer_share(x: SetScoring) -> Optional[Metric]:
     return top_answer_share(x.outputs)
