@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("report",),
     ("api",),
     ("comparison", "demo", "forgetting"),
-    ("cli", "__init__", "__main__"),
+    ("cli", "cli_forget", "__init__", "__main__"),
 ]
 
 

@@ -132,6 +132,11 @@ def audit_(
     err.print(f"[green]Audit[/green]: {where / 'report.html'} (audit.json, report.md beside it)")
 
 
+from unlearn.cli_forget import add_commands  # noqa: E402  (after _friendly, which they use)
+
+add_commands(app, _friendly, out, err)
+
+
 @app.command()
 @_friendly
 def demo(

@@ -131,7 +131,7 @@ def collect(
     bank = bank_.load_bank(Path(settings.bank) if settings.bank else None)
 
     say = console.print if console is not None else (lambda *a, **k: None)
-    model, tokenizer = loaded if loaded is not None else _load(model_name)
+    model, tokenizer = loaded if loaded is not None else load_for_collect(model_name)
     device = str(next(model.parameters()).device)
     embedder = Embedder(ecfg.embedding_model, device)
     judge = None
@@ -222,7 +222,7 @@ def collect(
     return Collected(out, summary)
 
 
-def _load(model_name: str) -> tuple[Any, Any]:
+def load_for_collect(model_name: str) -> tuple[Any, Any]:
     import torch
 
     from unlearn.config.sections import ModelConfig

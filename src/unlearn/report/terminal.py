@@ -119,3 +119,18 @@ def attacks_table() -> Any:
     for r in rewrites().values():
         bank.add_row(r.name, r.description, r.source)
     return Group(attacks, bank)
+
+
+def collect_table(summary: dict[str, Any]) -> Any:
+    """`unlearn collect`'s summary: bad answers per prompt, and what the bank gave."""
+    from rich.table import Table
+
+    table = Table("prompt", "bad answers", title=f"judge: {summary['judge']}")
+    for row in summary["bad_per_prompt"]:
+        text = row["prompt"] if len(row["prompt"]) <= 70 else row["prompt"][:67] + "..."
+        table.add_row(text, f"{row['bad']} of {row['of']}")
+    b = summary["bank"]
+    table.caption = (f"{summary['forget']['answers']} bad answers to {summary['forget']['prompts']} of "
+                     f"{summary['prompts']} prompts; retain bank: {b['retain']} retain + {b['normal']} normal "
+                     f"answers, {len(b['dropped'])} bank prompts dropped as too close to the forget prompts")
+    return table

@@ -1,0 +1,122 @@
+"""`unlearn collect` and `unlearn forget`: the one-command path (unlearn.forgetting). Kept apart from
+cli.py, which adds these commands to its app with `add_commands`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+MODEL_HELP = "The model: a local folder, a hub id, or a built-in alias (smollm2-135m)."
+PROMPTS_HELP = ("Prompts: a text file (one per line), JSONL/CSV with a prompt field (prompt, Behavior, question, "
+                "...), or (prompt, bad answer) pairs (a response/answer field).")
+JUDGE_HELP = ("How a bad answer is told: topic (a non-refusal on the prompt's topic or close to --examples), "
+              "contains (with --judge-strings), refusal, similarity (to --examples), classifier:PATH, llm:PATH.")
+
+
+def _lines(path: Optional[Path], what: str) -> list[str]:
+    from unlearn.data.records import read_text_file
+    from unlearn.errors import UnlearnError
+
+    if path is None:
+        return []
+    if not path.exists():
+        raise UnlearnError(f"{path}: {what} file not found")
+    lines = [x.strip() for x in read_text_file(path).split("\n") if x.strip()]
+    if not lines:
+        raise UnlearnError(f"{path}: no {what} (the file is empty)")
+    return lines
+
+
+def _settings(judge: str, samples: int, judge_strings: Optional[Path], max_new_tokens: int, template: Optional[str],
+              bank: Optional[Path], seed: int) -> Any:
+    from unlearn.forgetting.collect import CollectSettings
+
+    extra: dict[str, Any] = {}
+    strings = _lines(judge_strings, "judge strings")
+    if strings:
+        extra["judge_strings"] = strings
+    return CollectSettings(judge=judge, samples=samples, max_new_tokens=max_new_tokens, template=template,
+                           bank=str(bank) if bank else None, seed=seed, eval=extra)
+
+
+def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: Any) -> None:
+    """Add `collect` and `forget` to the CLI's app (friendly: its one-line-error wrapper)."""
+
+    @app.command()
+    @friendly
+    def collect(
+        model: str = typer.Option(..., "--model", help=MODEL_HELP),
+        prompts: Path = typer.Option(..., "--prompts", help=PROMPTS_HELP),
+        out_dir: Path = typer.Option(Path("collected"), "--out", help="Folder to write (whole or not at all)."),
+        judge: str = typer.Option("topic", "--judge", help=JUDGE_HELP),
+        samples: int = typer.Option(1, "--samples", help="Answers per prompt (the first greedy, the others sampled)."),
+        judge_strings: Optional[Path] = typer.Option(None, "--judge-strings", help="contains judge: a file, one string per line."),
+        examples: Optional[Path] = typer.Option(None, "--examples", help="Known bad answers, one per line (topic, similarity)."),
+        test_prompts: Optional[Path] = typer.Option(None, "--test-prompts", help="Unseen prompts for the evaluation (test.jsonl)."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", help="Read --prompts with this dataset adapter (unlearn datasets)."),
+        max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Tokens per answer at most."),
+        template: Optional[str] = typer.Option(None, "--template", help="qa, chat or a format string; default: chat when the tokenizer has one."),
+        bank: Optional[Path] = typer.Option(None, "--bank", help="Your own retain bank (JSONL: prompt, category)."),
+        seed: int = typer.Option(0, "--seed"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    ) -> None:
+        """Ask the model, judge its answers, and write forget.jsonl (the bad ones), retain.jsonl and
+        normal.jsonl (its own answers to the built-in retain bank) and collect.json."""
+        from unlearn.forgetting.collect import NOTHING_TO_UNLEARN
+        from unlearn.forgetting.collect import collect as collect_
+        from unlearn.forgetting.prompts import read_prompts
+        from unlearn.report.terminal import collect_table
+
+        rows = read_prompts(prompts, dataset=dataset)
+        tests = read_prompts(test_prompts) if test_prompts else []
+        s = _settings(judge, samples, judge_strings, max_new_tokens, template, bank, seed)
+        res = collect_(model, rows, out_dir, s, test_rows=tests, examples=_lines(examples, "examples"),
+                       overwrite=overwrite, console=err)
+        if res is None:
+            err.print(f"[yellow]{NOTHING_TO_UNLEARN}[/yellow]: the judge ({judge}) called none of the answers to the "
+                      f"{len(rows)} prompts bad; nothing was written")
+            return
+        out.print(collect_table(res.summary))
+        err.print(f"[green]Collected[/green]: {res.folder} (forget.jsonl, retain.jsonl, normal.jsonl, collect.json)")
+
+    @app.command()
+    @friendly
+    def forget(
+        model: str = typer.Option(..., "--model", help=MODEL_HELP),
+        prompts: Path = typer.Option(..., "--prompts", help=PROMPTS_HELP),
+        overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides for the run, e.g. train.max_steps=30."),
+        out_dir: Path = typer.Option(Path("forget-out"), "--out", help="Folder for the data, the run and the report."),
+        judge: str = typer.Option("topic", "--judge", help=JUDGE_HELP),
+        samples: int = typer.Option(1, "--samples", help="Answers per prompt (the first greedy, the others sampled)."),
+        judge_strings: Optional[Path] = typer.Option(None, "--judge-strings", help="contains judge: a file, one string per line."),
+        examples: Optional[Path] = typer.Option(None, "--examples", help="Known bad answers, one per line (topic, similarity)."),
+        test_prompts: Optional[Path] = typer.Option(None, "--test-prompts", help="Unseen prompts, judged in the evaluation."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", help="Read --prompts with this dataset adapter (unlearn datasets)."),
+        full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
+        target: float = typer.Option(0.05, "--target", help="Stop once the held-out forget rate is at most this."),
+        max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Tokens per answer at most."),
+        template: Optional[str] = typer.Option(None, "--template", help="qa, chat or a format string; default: chat when the tokenizer has one."),
+        bank: Optional[Path] = typer.Option(None, "--bank", help="Your own retain bank (JSONL: prompt, category)."),
+        seed: int = typer.Option(0, "--seed"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    ) -> None:
+        """Collect, unlearn until the held-out prompts are forgotten with utility kept, evaluate, report.
+        Exit status 1 when no model is handed back (every evaluation collapsed)."""
+        from unlearn.forgetting.run import forget as forget_
+        from unlearn.report.terminal import eval_table
+
+        s = _settings(judge, samples, judge_strings, max_new_tokens, template, bank, seed)
+        res = forget_(model, prompts, out=out_dir, judge=judge, samples=samples, lora=not full, target=target,
+                      test_prompts=test_prompts, examples=_lines(examples, "examples"), overrides=overrides or [],
+                      overwrite=overwrite, console=err, settings=s, dataset=dataset)
+        if res.nothing_to_unlearn:
+            return
+        out.print(eval_table(res.metrics))
+        colour = "green" if res.met else "yellow"
+        err.print(f"[{colour}]{res.message}[/{colour}]", soft_wrap=True)
+        err.print(f"Model: {res.model or '(none)'}\nReport: {res.report}\nData: {res.out / 'data'}\n"
+                  f"Config: {res.out / 'forget.yaml'} (unlearn run it again)", soft_wrap=True)
+        if res.model is None:
+            raise typer.Exit(1)
