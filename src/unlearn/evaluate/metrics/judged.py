@@ -52,7 +52,7 @@ def _harmful_rate(x: SetScoring) -> Optional[Metric]:
     description="fraction of outputs closer to the hallucinated answer than to the right one", rank=31,
 )
 def _hallucination_rate(x: SetScoring) -> Optional[Metric]:
-    if x.similarity is None or x.set.kind != "qa" or not x.set.has_hallucinated:
+    if x.similarity is None or x.set.kind != "qa" or not x.set.has_hallucinated or not x.set.has_targets:
         return None
     said = [i for i, o in enumerate(x.outputs) if o.strip()]  # empty outputs are not scored
     outputs = [x.outputs[i] for i in said]
