@@ -1,7 +1,9 @@
 """Evaluation sets: forget, forget_test (held out, the paper's "unseen"), retain, normal.
 
 Each set is read and checked in full before any model is loaded: a record lacking a field that a
-configured metric needs is an error naming the file, the line and the field.
+configured metric needs is an error naming the file, the line and the field. A forget set scored by
+eval.judge may hold prompts only (red-team prompts without reference answers): its harmful rate is
+computed, the metrics that compare with a target (leak rate, ROUGE-L, NLL) are left out.
 
 What each set holds is stated in its `info` (metrics.json's "sets"): the forget set is drawn from the
 examples the run trained on when run.json records them (else the whole forget part, and it says so);
@@ -88,8 +90,12 @@ def _string(rec: dict[str, Any], name: str, where: str, why: str, required: bool
     return v
 
 
-def _item(rec: dict[str, Any], where: str, role: str, sc: EvalSetConfig, tokenizer: Any) -> EvalItem:
+def _item(rec: dict[str, Any], where: str, role: str, sc: EvalSetConfig, tokenizer: Any,
+          prompts_only: bool = False) -> EvalItem:
+    """One record as an item. `prompts_only`: a qa record may lack its response (target None), as
+    every record of the normal set may, and a forget set's may when eval.judge scores it."""
     key = f"eval.{role}"
+    optional = role == "normal" or prompts_only
     if sc.kind == "text":
         passage = _string(rec, sc.response_field, where, f"{key}.kind: text", True)
         head = _string(rec, sc.prompt_field, where, "", False) or ""
@@ -106,9 +112,9 @@ def _item(rec: dict[str, Any], where: str, role: str, sc: EvalSetConfig, tokeniz
             raise UnlearnError(f"{where}: nothing but whitespace follows the first {sc.prompt_tokens} tokens")
         return EvalItem(passage[:cut], target, where=where)
     prompt = _string(rec, sc.prompt_field, where, f"{key} (prompts to generate from)", True)
-    target = _string(rec, sc.response_field, where, f"{key}: the metrics of the {role} set", role != "normal")
+    target = _string(rec, sc.response_field, where, f"{key}: the metrics of the {role} set", not optional)
     if target is not None and not target.strip():
-        if role != "normal":
+        if not optional:
             raise UnlearnError(f"{where}: field '{sc.response_field}' is empty")
         target = None
     answers = None
@@ -284,6 +290,32 @@ def _overlap(items: list[EvalItem], records: list[tuple[str, dict[str, Any]]], s
     }
 
 
+JUDGED_SETS = ("forget", "forget_test")  # the sets eval.judge scores (the harmful rate's)
+
+
+def _all_or_no_targets(items: list[EvalItem], records: list[tuple[str, dict[str, Any]]], source: EvalSetConfig,
+                       role: str, judge: str) -> None:
+    """A judged forget set is prompt/response pairs or prompts only, not a mix: with some targets
+    missing the target metrics would score those outputs against nothing. Prompts only, the judge
+    must not need the set's responses (similarity compares with them)."""
+    missing = [i for i, item in enumerate(items) if item.target is None]
+    if not missing:
+        return
+    if len(missing) < len(items):
+        where, rec = records[missing[0]]
+        field = source.response_field
+        what = f"missing field '{field}'" if rec.get(field) is None else f"field '{field}' is empty"
+        raise UnlearnError(
+            f"{where}: {what}, while other records of eval.{role} have one: give every record a response, "
+            "or none (prompts only, scored by eval.judge)"
+        )
+    if judge.partition(":")[0] == "similarity":
+        raise UnlearnError(
+            f"{source.describe()}: eval.{role} has prompts only, and eval.judge: similarity compares outputs "
+            f"with the set's responses (field '{source.response_field}'); use topic, which needs none"
+        )
+
+
 def read_eval_set(source: EvalSetConfig, role: str, tokenizer: Any, name: Optional[str] = None) -> EvalSet:
     """One set read from its own source (e.g. the audit's paraphrases), scored as evaluation set
     `role`; `name` is what errors call it (default eval.ROLE). An empty source is an error."""
@@ -326,7 +358,12 @@ def load_eval_sets(
         if not records:
             extra = f" (eval.split {cfg.eval.split} leaves it nothing)" if from_forget and cfg.eval.split else ""
             raise UnlearnError(f"{source.describe()}: eval set '{role}' is empty{extra}")
-        items = [_item(rec, where, role, source, tokenizer) for where, rec in records]
+        prompts_only = role in JUDGED_SETS and cfg.eval.judge is not None and source.kind == "qa"
+        items = [_item(rec, where, role, source, tokenizer, prompts_only) for where, rec in records]
+        if prompts_only:
+            _all_or_no_targets(items, records, source, role, cfg.eval.judge)
+            if all(i.target is None for i in items):  # metrics.json says why the target metrics are absent
+                info["responses"] = "none: prompts only, scored by eval.judge (no leak rate, ROUGE-L or NLL)"
         group_field = cfg.data.forget.group_field if cfg.data.forget is not None else None
         if group_field and role in ("forget", "forget_test"):
             for item, (_, rec) in zip(items, records):

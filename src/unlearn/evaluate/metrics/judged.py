@@ -54,7 +54,7 @@ def _harmful_rate(x: SetScoring) -> Optional[Metric]:
     fast={"forget": "forget_hallucination_rate"},
 )
 def _hallucination_rate(x: SetScoring) -> Optional[Metric]:
-    if x.similarity is None or x.set.kind != "qa" or not x.set.has_hallucinated:
+    if x.similarity is None or x.set.kind != "qa" or not x.set.has_hallucinated or not x.set.has_targets:
         return None
     said = [i for i, o in enumerate(x.outputs) if o.strip()]  # empty outputs are not scored
     outputs = [x.outputs[i] for i in said]

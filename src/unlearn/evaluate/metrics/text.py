@@ -143,7 +143,7 @@ def rouge_l_recall(outputs: Sequence[str], targets: Sequence[str]) -> Metric:
     fast={"forget": "forget_leak_rate"}, trade_off=True, axis=("x", 0), rank=10,
 )
 def _leak_rate(x: SetScoring) -> Optional[Metric]:
-    if x.set.kind != "qa":
+    if x.set.kind != "qa" or not x.set.has_targets:  # prompts only (a judged set): nothing to leak
         return None
     return leak_rate(x.outputs, x.targets, threshold=x.settings.bleu_threshold, answers=x.answers)
 
@@ -178,4 +178,4 @@ def _retain_accuracy(x: SetScoring) -> Optional[Metric]:
     description="ROUGE-L recall of the target's words in the output", rank=20,
 )
 def _rouge_l_recall(x: SetScoring) -> Optional[Metric]:
-    return rouge_l_recall(x.outputs, x.targets)
+    return rouge_l_recall(x.outputs, x.targets) if x.set.has_targets else None
