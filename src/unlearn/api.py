@@ -37,7 +37,7 @@ def run(
     from unlearn.train import train
 
     cfg = as_config(config, overrides)
-    check_earlier_ledger(cfg)
+    check_earlier_ledger(cfg, resume)
     result = train(cfg, overwrite=overwrite, resume=resume, console=console, evaluator=training_evaluator(cfg))
     record_ledger(result, cfg, finetune=False, console=console)
     return result
@@ -55,18 +55,19 @@ def finetune(
     from unlearn.train import train
 
     cfg = as_config(config, overrides)
-    check_earlier_ledger(cfg)
+    check_earlier_ledger(cfg, resume)
     result = train(cfg, overwrite=overwrite, resume=resume, finetune=True, console=console,
                    evaluator=training_evaluator(cfg))
     record_ledger(result, cfg, finetune=True, console=console)
     return result
 
 
-def check_earlier_ledger(cfg: Config) -> None:
-    """Before training: the ledger of the run model.name comes from reads (docs/ledger.md)."""
+def check_earlier_ledger(cfg: Config, resume: bool) -> None:
+    """Before training: the ledger of the run model.name comes from (and with --resume the run's
+    own) reads (docs/ledger.md)."""
     from unlearn.evaluate.ledger import check_earlier
 
-    check_earlier(cfg)
+    check_earlier(cfg, resume)
 
 
 def record_ledger(result: "RunResult", cfg: Config, *, finetune: bool, console: Any) -> None:

@@ -135,12 +135,15 @@ def earlier_ledger(model_name: str) -> tuple[Optional[Path], Optional[Path]]:
     return None, None
 
 
-def check_earlier(cfg: Config) -> None:
-    """Before training: the earlier run's ledger (if any) reads and its copies are intact, so a bad
-    line stops the run before hours are spent, not after."""
+def check_earlier(cfg: Config, resume: bool = False) -> None:
+    """Before training: the earlier run's ledger (if any) reads and its copies are intact, and with
+    --resume the run's own ledger reads, so a bad line stops the run before hours are spent, not after."""
     ledger, _ = earlier_ledger(cfg.model.name)
     if ledger is not None:
         read_checked(ledger)
+    own = Path(cfg.output_dir).expanduser().resolve() / LEDGER
+    if resume and own.exists():
+        read_ledger(own)
 
 
 # --------------------------------------------------------------------------------------------
