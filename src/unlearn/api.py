@@ -37,7 +37,10 @@ def run(
     from unlearn.train import train
 
     cfg = as_config(config, overrides)
-    return train(cfg, overwrite=overwrite, resume=resume, console=console, evaluator=training_evaluator(cfg))
+    check_earlier_ledger(cfg, resume)
+    result = train(cfg, overwrite=overwrite, resume=resume, console=console, evaluator=training_evaluator(cfg))
+    record_ledger(result, cfg, finetune=False, console=console)
+    return result
 
 
 def finetune(
@@ -52,8 +55,27 @@ def finetune(
     from unlearn.train import train
 
     cfg = as_config(config, overrides)
-    return train(cfg, overwrite=overwrite, resume=resume, finetune=True, console=console,
-                 evaluator=training_evaluator(cfg))
+    check_earlier_ledger(cfg, resume)
+    result = train(cfg, overwrite=overwrite, resume=resume, finetune=True, console=console,
+                   evaluator=training_evaluator(cfg))
+    record_ledger(result, cfg, finetune=True, console=console)
+    return result
+
+
+def check_earlier_ledger(cfg: Config, resume: bool) -> None:
+    """Before training: the ledger of the run model.name comes from (and with --resume the run's
+    own) reads (docs/ledger.md)."""
+    from unlearn.evaluate.ledger import check_earlier
+
+    check_earlier(cfg, resume)
+
+
+def record_ledger(result: "RunResult", cfg: Config, *, finetune: bool, console: Any) -> None:
+    """After training (not inside the loop): OUTPUT_DIR/ledger.jsonl gets this request's entry,
+    written by the main process with the resolved config the run trained with."""
+    from unlearn.evaluate.ledger import record_request
+
+    record_request(result.config or cfg, result.output_dir, finetune=finetune, console=console)
 
 
 def training_evaluator(cfg: Config) -> Any:
@@ -77,20 +99,27 @@ def run_eval(
     original: Any = None,
     console: Any = None,
 ) -> "EvalResult":
-    """Evaluate OUTPUT_DIR/model against the original model: what `unlearn eval` does.
+    """Evaluate OUTPUT_DIR/model against the original model: what `unlearn eval` does. When
+    OUTPUT_DIR/ledger.jsonl holds earlier requests, their forget sets are re-checked on the model
+    (metrics["earlier_requests"]); with write=True the ledger's last entry gets the metrics.
 
     Returns an EvalResult (.metrics is metrics.json's content, .samples the lines of samples.jsonl,
     .original the original model's outputs, reusable as `original=` for another run of the same
     model and sets). With write=True the report goes to OUTPUT_DIR/eval (or report_dir).
     """
+    from unlearn.evaluate.ledger import record_evaluation
+    from unlearn.evaluate.recheck import plan_recheck, recheck
     from unlearn.evaluate.run import evaluate_run
     from unlearn.report import write_report
 
     cfg = as_config(config, overrides)
+    plan = plan_recheck(cfg)  # a bad ledger line stops here, before any model generates
     result = evaluate_run(
         cfg, model_dir=Path(model_dir) if model_dir else None, allow_unfinished=allow_unfinished,
         original=original, console=console,
     )
+    if plan is not None:  # a later request: has a behaviour an earlier one removed come back?
+        result.metrics["earlier_requests"] = recheck(cfg, result.model_dir, plan, console=console)
     attacks = None
     if cfg.eval.audit:  # eval.audit: the attacks too, their section in the same report
         attacks = audit(cfg, model_dir=model_dir, allow_unfinished=allow_unfinished, console=console,
@@ -98,6 +127,7 @@ def run_eval(
                         extend_report=False)
     if write:
         write_report(result, Path(report_dir) if report_dir else None, audit=attacks)
+        record_evaluation(cfg, result.metrics, result.output_dir, result.model_dir)
     return result
 
 

@@ -3,6 +3,7 @@
     format.py          numbers, cells, HTML escaping, the stylesheet (shared by all below)
     plots.py           the figures: training curves, before/after bars, compare's trade-off plot
     eval_report.py     `unlearn eval`: summary rows, examples, report.md, report.html
+    ledger_report.py   its section "Earlier requests: has an old behaviour come back?"
     compare_report.py  `unlearn compare`: the table of methods, compare.md, compare.html
     terminal.py        the rich tables the commands print
     write.py           writing the files, each report whole or absent

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn.evaluate.metrics.registry import FORBIDDEN, direction, get_metric
+from unlearn.report import ledger_report
 from unlearn.report.format import escape, fmt_change, fmt_with_interval, html_head, img_tag, md_cell, unique_metrics
 from unlearn.report.plots import before_after_png, training_curves_png
 from unlearn.report.verdict import CAVEAT, verdict_html, verdict_markdown, verdict_of
@@ -158,6 +159,7 @@ def render_markdown(metrics: dict[str, Any], samples: list[dict[str, Any]], exam
         "# Unlearning report",
         "",
         *verdict_markdown(metrics),
+        *ledger_report.render_markdown(metrics),
         f"- unlearned model: `{run['model_dir']}`" + (f" ({run['steps']} steps, {run['stop_reason']})" if run.get("steps") else ""),
         f"- original model: `{run['original_model']}`",
         f"- decoding: {st['decoding']}, up to {st['max_new_tokens']} new tokens; a leak is "
@@ -202,6 +204,7 @@ def render_html(metrics: dict[str, Any], samples: list[dict[str, Any]], log: lis
         html_head(f"Unlearning report: {Path(run['output_dir']).name}"),
         "<h1>Unlearning report</h1>",
         *verdict_html(metrics),
+        *ledger_report.render_html(metrics),
         "<div class='meta'><p>",
         f"Unlearned model <code>{escape(run['model_dir'])}</code>"
         + (f", {escape(run['steps'])} steps ({escape(run['stop_reason'])})" if run.get("steps") else "")

@@ -11,13 +11,20 @@ from unlearn.report.verdict import verdict_lines, verdict_rows
 
 
 def verdict_table(metrics: dict[str, Any]) -> Any:
-    """The verdict (report/verdict.py): the two answers with their reasons, then every check."""
+    """The verdict (report/verdict.py): the two answers with their reasons, then whether a behaviour
+    an earlier request removed came back (report/ledger_report.py), then every check."""
     from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
 
+    from unlearn.report.ledger_report import headline
+
     colour = {True: "bold green", False: "bold red", None: "bold"}
     lines = [f"[{colour[met]}]{escape(label)}[/]: {escape(why)}" for label, met, why in verdict_lines(metrics)]
+    back = headline(metrics)
+    if back is not None:
+        lines.append(f"[{colour[None if back[0] is None else not back[0]]}]Earlier requests come back? "
+                     f"{escape(back[1])}[/]")
     table = Table("", "set", "metric", "unlearned", "rule", "", title="verdict")
     for r in verdict_rows(metrics):
         table.add_row(r["question"], r["set"], r["metric"], r["value"], r["rule"],
