@@ -161,7 +161,12 @@ def test_metrics_say_which_sets_they_apply_to():
 
 
 def test_fast_metrics_and_plot_axes_come_from_the_registry():
-    assert [f.key for f in M.fast_metrics()] == ["forget_leak_rate", "forget_nll", "retain_accuracy", "retain_nll"]
+    assert [f.key for f in M.fast_metrics()] == [
+        "forget_leak_rate", "forget_harmful_rate", "forget_hallucination_rate", "forget_nll", "retain_accuracy",
+        "retain_nll", "retain_distinct_answers", "retain_top_answer_share", "normal_cosine", "normal_distinct_answers",
+        "normal_top_answer_share"]
+    # only the leak rate and retain accuracy make the default keep_best score
+    assert [f.key for f in M.fast_metrics() if f.trade_off] == ["forget_leak_rate", "retain_accuracy"]
     assert M.fast_metrics()[0].metrics == ("leak_rate", "extraction_leak_rate")
     axes = M.plot_axes()
     assert axes["x"][0] == ("forget", "leak_rate") and axes["y"][0] == ("retain", "retain_accuracy")
