@@ -6,6 +6,7 @@
     report.metrics["metrics"]["forget"]["leak_rate"]      # {"original": .., "unlearned": .., "change": ..}
     table = compare("unlearn.yaml", methods="paper,ga,npo")  # writes OUTPUT_DIR/compare
     attacks = audit("unlearn.yaml")                        # writes OUTPUT_DIR/audit: is it really gone?
+    res = forget("smollm2-135m", "prompts.txt", judge="topic")  # collect, unlearn, stop, evaluate: res.model
 
 implements Yao, Xu, Liu, "Large Language Model Unlearning" (NeurIPS 2024): gradient ascent on the
 bad responses, a random-mismatch loss and forward KL to the original model on normal data.
@@ -26,15 +27,20 @@ from unlearn.version import __version__
 if TYPE_CHECKING:
     from unlearn.api import audit, finetune, run, run_eval
     from unlearn.comparison import CompareResult, compare
+    from unlearn.forgetting.run import ForgetResult, forget
+    from unlearn.forgetting.run import collect_data as collect
 
 # Public name -> the module that defines it, imported when the name is first used.
 _LAZY = {
     "run": "unlearn.api", "finetune": "unlearn.api", "run_eval": "unlearn.api", "audit": "unlearn.api",
     "compare": "unlearn.comparison", "CompareResult": "unlearn.comparison",
+    "forget": "unlearn.forgetting.run", "ForgetResult": "unlearn.forgetting.run",
+    "collect": "unlearn.forgetting.run",
 }
 
 __all__ = [
-    "CompareResult", "Config", "UnlearnError", "audit", "compare", "finetune", "load_config", "run", "run_eval", "__version__",
+    "CompareResult", "Config", "ForgetResult", "UnlearnError", "audit", "collect", "compare", "finetune", "forget",
+    "load_config", "run", "run_eval", "__version__",
 ]
 
 
@@ -43,7 +49,8 @@ def __getattr__(name: str) -> Any:
     # unlearn.auditing, not unlearn.audit): a submodule of that name would replace the function as
     # the package's attribute whenever it is imported.
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        value = getattr(module, "collect_data" if name == "collect" else name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'unlearn' has no attribute '{name}'")

@@ -43,7 +43,7 @@ class CollectSettings:
     samples: int = 1  # answers per prompt; sample 0 is greedy
     temperature: float = 0.8  # the other samples
     top_p: float = 0.95
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48
     batch_size: int = 32
     template: Optional[str] = None  # None: chat when the tokenizer has a chat template, else qa
     retain: int = 200  # bank prompts answered for retain data and the mismatch pool

@@ -2,19 +2,10 @@
 
 The paper's objective (ga 0.5, mismatch 1, KL) on the model's own answers; the run stops as soon as
 the held-out collected prompts are forgotten with utility kept (train.stop_when_forgotten), so
-max_steps is an upper bound, not a schedule. Where each row comes from:
-
-| parameters | tuning | lr    | KL | max steps | eval every | source                                   |
-|------------|--------|-------|----|-----------|------------|------------------------------------------|
-| <= 0.5 B   | LoRA   | 1e-3  | 3  | 60        | 5          | measured on SmolLM2-135M (docs/forget.md)|
-| <= 0.5 B   | full   | 2e-5  | 3  | 60        | 5          | measured on SmolLM2-135M (docs/forget.md)|
-| <= 3 B     | LoRA   | 5e-4  | 2  | 200       | 10         | between the rows above and below          |
-| <= 3 B     | full   | 5e-6  | 2  | 300       | 20         | between the rows above and below          |
-| larger     | LoRA   | 2e-4  | 1  | 400       | 20         | the paper's LoRA range (up to 2e-4)       |
-| larger     | full   | 2e-6  | 1  | 1000      | 50         | the paper's OPT-1.3B setting (2e-6, ~1000)|
-
-Only the first two rows are measured here (no GPU); the others follow the paper and are not tuned.
-`docs/forget.md` shows the measurement; any value can be overridden (`train.lr=...`).
+max_steps is an upper bound, not a schedule. TABLE holds the rows, each with where it comes from;
+docs/forget.md shows them as `markdown_table()` renders them, and the measurement behind the one
+measured row. Only the small LoRA row is measured here (a 2-core CPU, no GPU); the others follow the
+paper and are not tuned. Any value can be overridden (`train.lr=...`).
 """
 
 from __future__ import annotations
@@ -36,14 +27,25 @@ class Row:
 
 TABLE = (
     Row(0.5e9, True, 1e-3, 3.0, 60, 5, "measured on SmolLM2-135M"),
-    Row(0.5e9, False, 2e-5, 3.0, 60, 5, "measured on SmolLM2-135M"),
-    Row(3e9, True, 5e-4, 2.0, 200, 10, "between the measured row and the paper's"),
-    Row(3e9, False, 5e-6, 2.0, 300, 20, "between the measured row and the paper's"),
-    Row(float("inf"), True, 2e-4, 1.0, 400, 20, "the paper's LoRA range"),
-    Row(float("inf"), False, 2e-6, 1.0, 1000, 50, "the paper's OPT-1.3B setting"),
+    Row(0.5e9, False, 2e-5, 3.0, 60, 5, "not measured: the paper's full fine-tuning lr x 10 for a 10x smaller model"),
+    Row(3e9, True, 5e-4, 2.0, 200, 10, "not measured: between the rows above and below"),
+    Row(3e9, False, 5e-6, 2.0, 300, 20, "not measured: between the rows above and below"),
+    Row(float("inf"), True, 2e-4, 1.0, 400, 20, "the paper's LoRA range (up to 2e-4)"),
+    Row(float("inf"), False, 2e-6, 1.0, 1000, 50, "the paper's OPT-1.3B setting (2e-6, about 1000 steps)"),
 )
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 BATCH_SIZE = 4
+
+
+def markdown_table() -> str:
+    """TABLE as the Markdown table of docs/forget.md (a test keeps the page in step)."""
+    lines = ["| parameters | tuning | lr | KL weight | max steps | eval every | source |",
+             "|---|---|---|---|---|---|---|"]
+    for r in TABLE:
+        size = "larger" if r.max_params == float("inf") else f"<= {r.max_params / 1e9:g} B"
+        lines.append(f"| {size} | {'LoRA' if r.lora else 'full'} | {r.lr:g} | {r.kl:g} | {r.max_steps} | "
+                     f"{r.eval_every} | {r.source} |")
+    return "\n".join(lines)
 
 
 def pick(n_params: int, lora: bool) -> Row:

@@ -27,6 +27,7 @@ from unlearn.forgetting import hparams
 from unlearn.forgetting.collect import NOTHING_TO_UNLEARN, CollectSettings, collect
 from unlearn.forgetting.prompts import PromptRow, read_prompts
 
+RETAIN_EVAL = 50
 PromptsArg = Union[str, Path, Sequence[str], Sequence[tuple[str, str]]]
 
 
@@ -66,6 +67,20 @@ def as_rows(prompts: PromptsArg, **read: Any) -> list[PromptRow]:
     return rows
 
 
+def collect_data(model: str, prompts: PromptsArg, *, out: Union[str, Path] = "collected", judge: Optional[str] = "topic",
+                 samples: int = 1, test_prompts: Optional[PromptsArg] = None, examples: Sequence[str] = (),
+                 overwrite: bool = False, settings: Optional[CollectSettings] = None, console: Any = None,
+                 **read: Any) -> Any:
+    """What `unlearn collect` does, from a file path, a list of prompts or (prompt, bad answer)
+    pairs: a Collected (.folder, .summary), or None when no answer was judged bad (nothing written)."""
+    settings = settings or CollectSettings()
+    settings.judge, settings.samples = judge, samples
+    rows = as_rows(prompts, **read)
+    tests = as_rows(test_prompts) if test_prompts is not None else []
+    return collect(model, rows, Path(out), settings, test_rows=tests, examples=examples, overwrite=overwrite,
+                   console=console)
+
+
 def n_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -87,10 +102,15 @@ def build_config(model_name: str, data: Path, out: Path, summary: dict[str, Any]
         "forget": dict(forget_eval),
         "forget_test": {"path": str(data / "test.jsonl")} if test else dict(forget_eval),
         "normal": {"path": str(data / "normal.jsonl")},
+        # the model's own answers: 50 say whether it still gives them (all of them would double the time)
+        "retain": {"path": str(data / "retain.jsonl"), "limit": RETAIN_EVAL},
         "max_new_tokens": settings.max_new_tokens,
         "batch_size": settings.batch_size,
-        "fast_examples": 16,
-        "verdict": {"forget_target": target},
+        "fast_examples": 12,
+        # Utility is judged by the normal-prompt cosine and collapse. Retain accuracy here is the exact
+        # reproduction (BLEU >= 30) of the model's own 48-token answers, which any update perturbs
+        # (it was 44-56 % on the policy example while the cosine stayed near 0.8): reported, not a gate.
+        "verdict": {"forget_target": target, "retain_ratio": 0.0},
         "trade_off": {"forget_leak_rate": -1.0, "retain_accuracy": 0.5, "normal_cosine": 1.0},
         **settings.eval,
     }
@@ -127,7 +147,7 @@ def forget(
     target: float = 0.05,
     test_prompts: Optional[PromptsArg] = None,
     examples: Sequence[str] = (),
-    overrides: Sequence[str] = (),
+    overrides: Union[Sequence[str], dict[str, Any]] = (),
     overwrite: bool = False,
     console: Any = None,
     settings: Optional[CollectSettings] = None,
@@ -138,7 +158,7 @@ def forget(
 
     judge: how a bad answer is told ('topic', 'contains' with settings.eval['judge_strings'],
     'refusal', 'classifier:PATH', ...); pairs need none. overrides: config keys for the run, e.g.
-    ["train.max_steps=30"]."""
+    ["train.max_steps=30"] or {"train.max_steps": 30}."""
     from rich.console import Console
 
     from unlearn.api import as_config, run, run_eval
@@ -182,6 +202,8 @@ def forget(
 
     cfg_data = build_config(model, out / "data", out, collected.summary, row, settings, target)
     write_text_atomic(out / "forget.yaml", _header(model, row) + yaml.safe_dump(cfg_data, sort_keys=False))
+    if isinstance(overrides, dict):
+        overrides = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     cfg = as_config(out / "forget.yaml", list(overrides))
     console.print(f"[dim]forget: {collected.bad} bad answers to {collected.summary['forget']['prompts']} prompts; "
                   f"unlearning ({'LoRA' if row.lora else 'full'}, lr {row.lr}, at most {row.max_steps} steps, "
