@@ -14,6 +14,20 @@ PROMPTS_HELP = ("Prompts: a text file (one per line), JSONL/CSV with a prompt fi
 JUDGE_HELP = ("How a bad answer is told: topic (a non-refusal on the prompt's topic or close to --examples), "
               "contains (with --judge-strings), refusal, similarity (to --examples), classifier:PATH, llm:PATH.")
 
+# The options both commands take, defined once (typer reads these as the parameters' defaults).
+MODEL = typer.Option(..., "--model", help=MODEL_HELP)
+PROMPTS = typer.Option(..., "--prompts", help=PROMPTS_HELP)
+JUDGE = typer.Option("topic", "--judge", help=JUDGE_HELP)
+SAMPLES = typer.Option(1, "--samples", help="Answers per prompt (the first greedy, the others sampled).")
+JUDGE_STRINGS = typer.Option(None, "--judge-strings", help="contains judge: a file, one string per line.")
+EXAMPLES = typer.Option(None, "--examples", help="Known bad answers, one per line (topic, similarity).")
+DATASET = typer.Option(None, "--dataset", help="Read --prompts with this dataset adapter (unlearn datasets).")
+MAX_NEW_TOKENS = typer.Option(48, "--max-new-tokens", help="Tokens per answer at most.")
+TEMPLATE = typer.Option(None, "--template", help="qa, chat or a format string; default: chat when the tokenizer has one.")
+BANK = typer.Option(None, "--bank", help="Your own retain bank (JSONL: prompt, category).")
+SEED = typer.Option(0, "--seed")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing --out folder.")
+
 
 def _lines(path: Optional[Path], what: str) -> list[str]:
     from unlearn.data.records import read_text_file
@@ -47,20 +61,20 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
     @app.command()
     @friendly
     def collect(
-        model: str = typer.Option(..., "--model", help=MODEL_HELP),
-        prompts: Path = typer.Option(..., "--prompts", help=PROMPTS_HELP),
+        model: str = MODEL,
+        prompts: Path = PROMPTS,
         out_dir: Path = typer.Option(Path("collected"), "--out", help="Folder to write (whole or not at all)."),
-        judge: str = typer.Option("topic", "--judge", help=JUDGE_HELP),
-        samples: int = typer.Option(1, "--samples", help="Answers per prompt (the first greedy, the others sampled)."),
-        judge_strings: Optional[Path] = typer.Option(None, "--judge-strings", help="contains judge: a file, one string per line."),
-        examples: Optional[Path] = typer.Option(None, "--examples", help="Known bad answers, one per line (topic, similarity)."),
+        judge: str = JUDGE,
+        samples: int = SAMPLES,
+        judge_strings: Optional[Path] = JUDGE_STRINGS,
+        examples: Optional[Path] = EXAMPLES,
         test_prompts: Optional[Path] = typer.Option(None, "--test-prompts", help="Unseen prompts for the evaluation (test.jsonl)."),
-        dataset: Optional[str] = typer.Option(None, "--dataset", help="Read --prompts with this dataset adapter (unlearn datasets)."),
-        max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Tokens per answer at most."),
-        template: Optional[str] = typer.Option(None, "--template", help="qa, chat or a format string; default: chat when the tokenizer has one."),
-        bank: Optional[Path] = typer.Option(None, "--bank", help="Your own retain bank (JSONL: prompt, category)."),
-        seed: int = typer.Option(0, "--seed"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+        dataset: Optional[str] = DATASET,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        template: Optional[str] = TEMPLATE,
+        bank: Optional[Path] = BANK,
+        seed: int = SEED,
+        overwrite: bool = OVERWRITE,
     ) -> None:
         """Ask the model, judge its answers, and write forget.jsonl (the bad ones), retain.jsonl and
         normal.jsonl (its own answers to the built-in retain bank) and collect.json."""
@@ -84,23 +98,23 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
     @app.command()
     @friendly
     def forget(
-        model: str = typer.Option(..., "--model", help=MODEL_HELP),
-        prompts: Path = typer.Option(..., "--prompts", help=PROMPTS_HELP),
+        model: str = MODEL,
+        prompts: Path = PROMPTS,
         overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides for the run, e.g. train.max_steps=30."),
         out_dir: Path = typer.Option(Path("forget-out"), "--out", help="Folder for the data, the run and the report."),
-        judge: str = typer.Option("topic", "--judge", help=JUDGE_HELP),
-        samples: int = typer.Option(1, "--samples", help="Answers per prompt (the first greedy, the others sampled)."),
-        judge_strings: Optional[Path] = typer.Option(None, "--judge-strings", help="contains judge: a file, one string per line."),
-        examples: Optional[Path] = typer.Option(None, "--examples", help="Known bad answers, one per line (topic, similarity)."),
+        judge: str = JUDGE,
+        samples: int = SAMPLES,
+        judge_strings: Optional[Path] = JUDGE_STRINGS,
+        examples: Optional[Path] = EXAMPLES,
         test_prompts: Optional[Path] = typer.Option(None, "--test-prompts", help="Unseen prompts, judged in the evaluation."),
-        dataset: Optional[str] = typer.Option(None, "--dataset", help="Read --prompts with this dataset adapter (unlearn datasets)."),
+        dataset: Optional[str] = DATASET,
         full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
         target: float = typer.Option(0.05, "--target", help="Stop once the held-out forget rate is at most this."),
-        max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Tokens per answer at most."),
-        template: Optional[str] = typer.Option(None, "--template", help="qa, chat or a format string; default: chat when the tokenizer has one."),
-        bank: Optional[Path] = typer.Option(None, "--bank", help="Your own retain bank (JSONL: prompt, category)."),
-        seed: int = typer.Option(0, "--seed"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        template: Optional[str] = TEMPLATE,
+        bank: Optional[Path] = BANK,
+        seed: int = SEED,
+        overwrite: bool = OVERWRITE,
     ) -> None:
         """Collect, unlearn until the held-out prompts are forgotten with utility kept, evaluate, report.
         Exit status 1 when no model is handed back (every evaluation collapsed)."""

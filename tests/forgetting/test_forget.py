@@ -310,7 +310,7 @@ def test_python_api_takes_lists_and_pairs(tmp_path, hand_made, monkeypatch):
 
     res = unlearn.collect("tiny-random-llama", PROMPTS[:3], out=tmp_path / "c", judge="contains",
                           settings=_settings(samples=1))
-    assert res.summary["kind"] == "prompts" and res.summary["forget"]["answers"] == 3
+    assert res.summary["kind"] == "prompts" and res.summary["forget"]["answers"] == 2  # prompt 1 refused
     res = unlearn.collect("tiny-random-llama", [("Capital of Peru?", "Quito.")], out=tmp_path / "p", judge=None,
                           settings=_settings(samples=1))
     assert res.summary["kind"] == "pairs" and res.summary["judge"] == "given"

@@ -237,6 +237,23 @@ def read_records(path: str | Path, split: str | None = None) -> Iterable[tuple[s
     }[kind](p)
 
 
+def record_string(rec: dict[str, Any], name: str, where: str, *, required: bool = True, hint: str = "") -> str | None:
+    """A string field of a record: missing (when required), not a string, or unusable text
+    (errors.text_problem) is a one-line error naming `where` and the field; `hint` follows
+    "missing field 'x'" (e.g. "(expected fields: prompt, category)"). None when absent and optional."""
+    if name not in rec or rec[name] is None:
+        if required:
+            raise UnlearnError(f"{where}: missing field '{name}'" + (f" {hint}" if hint else ""))
+        return None
+    v = rec[name]
+    if not isinstance(v, str):
+        raise UnlearnError(f"{where}: field '{name}' must be a string, got {type(v).__name__}")
+    problem = text_problem(v)
+    if problem:
+        raise UnlearnError(f"{where}: field '{name}' {problem}")
+    return v
+
+
 def to_example(
     rec: dict[str, Any], where: str, prompt_field: str = "prompt", response_field: str = "response"
 ) -> Example:

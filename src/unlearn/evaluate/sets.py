@@ -80,14 +80,9 @@ def _records(source: SourceConfig, role: str) -> list[tuple[str, dict[str, Any]]
 
 
 def _string(rec: dict[str, Any], name: str, where: str, why: str, required: bool) -> Optional[str]:
-    if name not in rec or rec[name] is None:
-        if required:
-            raise UnlearnError(f"{where}: missing field '{name}' (needed by {why})")
-        return None
-    v = rec[name]
-    if not isinstance(v, str):
-        raise UnlearnError(f"{where}: field '{name}' must be a string, got {type(v).__name__}")
-    return v
+    from unlearn.data.records import record_string
+
+    return record_string(rec, name, where, required=required, hint=f"(needed by {why})")
 
 
 def _item(rec: dict[str, Any], where: str, role: str, sc: EvalSetConfig, tokenizer: Any,

@@ -22,7 +22,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from unlearn.errors import UnlearnError, text_problem
+from unlearn.errors import UnlearnError
 
 BANK_FILE = "retain_bank.jsonl"
 FIELDS = ("prompt", "category")
@@ -57,14 +57,10 @@ class EmbedderLike(Protocol):
 
 
 def _field(rec: dict[str, Any], name: str, loc: str) -> str:
-    if name not in rec or rec[name] is None:
-        raise UnlearnError(f"{loc}: missing field '{name}' (expected fields: {', '.join(FIELDS)})")
-    v = rec[name]
-    if not isinstance(v, str):
-        raise UnlearnError(f"{loc}: field '{name}' must be a string, got {type(v).__name__}")
-    problem = text_problem(v)
-    if problem:
-        raise UnlearnError(f"{loc}: field '{name}' {problem}")
+    from unlearn.data.records import record_string
+
+    v = record_string(rec, name, loc, hint=f"(expected fields: {', '.join(FIELDS)})")
+    assert v is not None
     if not v.strip():
         raise UnlearnError(f"{loc}: field '{name}' is empty")
     return v.strip()

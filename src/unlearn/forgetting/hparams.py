@@ -26,7 +26,7 @@ class Row:
 
 
 TABLE = (
-    Row(0.5e9, True, 1e-3, 3.0, 60, 5, "measured on SmolLM2-135M"),
+    Row(0.5e9, True, 5e-4, 6.0, 60, 5, "measured on SmolLM2-135M"),
     Row(0.5e9, False, 2e-5, 3.0, 60, 5, "not measured: the paper's full fine-tuning lr x 10 for a 10x smaller model"),
     Row(3e9, True, 5e-4, 2.0, 200, 10, "not measured: between the rows above and below"),
     Row(3e9, False, 5e-6, 2.0, 300, 20, "not measured: between the rows above and below"),

@@ -45,17 +45,9 @@ def _pick(rec: dict[str, Any], given: Optional[str], candidates: Sequence[str]) 
 
 
 def _string(rec: dict[str, Any], name: str, where: str, required: bool = True) -> Optional[str]:
-    if name not in rec or rec[name] is None:
-        if required:
-            raise UnlearnError(f"{where}: missing field '{name}'")
-        return None
-    v = rec[name]
-    if not isinstance(v, str):
-        raise UnlearnError(f"{where}: field '{name}' must be a string, got {type(v).__name__}")
-    problem = text_problem(v)
-    if problem:
-        raise UnlearnError(f"{where}: field '{name}' {problem}")
-    return v
+    from unlearn.data.records import record_string
+
+    return record_string(rec, name, where, required=required)
 
 
 def read_prompts(

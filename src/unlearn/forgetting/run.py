@@ -93,8 +93,10 @@ def build_config(model_name: str, data: Path, out: Path, summary: dict[str, Any]
     right = pairs and all(r.get("right_answer") for r in _jsonl(data / "forget.jsonl"))
     test = summary["test_prompts"] > 0
     forget_eval: dict[str, Any] = {}
-    if right:  # the target is the right answer; closer to the bad one = a hallucination
-        forget_eval = {"response_field": "right_answer", "hallucinated_field": "response", "target": "desired"}
+    if right:  # the target is the right answer (contained in the output: right); closer to the bad one
+        # than to the right one = a hallucination (the paper's rule)
+        forget_eval = {"response_field": "right_answer", "hallucinated_field": "response", "target": "desired",
+                       "match": "contains"}
     ev: dict[str, Any] = {
         "sets": ["forget", "forget_test", "retain", "normal"],
         # by prompt (answers to one prompt stay in one part): train / val (the stop rule) / test
@@ -175,6 +177,9 @@ def forget(
     test_rows = as_rows(test_prompts) if test_prompts is not None else []
     if not 0 <= target <= 1:
         raise UnlearnError(f"--target must be a fraction in [0, 1], got {target}")
+    if test_rows and all(r.response is not None for r in rows):
+        raise UnlearnError("--test-prompts: with (prompt, bad answer) pairs the unseen set is a held-out part of "
+                           "the pairs (prompts alone would need a judge); leave --test-prompts out")
 
     from unlearn.forgetting.collect import load_for_collect
 
