@@ -117,7 +117,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         overwrite: bool = OVERWRITE,
     ) -> None:
         """Collect, unlearn until the held-out prompts are forgotten with utility kept, evaluate, report.
-        Exit status 1 when no model is handed back (every evaluation collapsed)."""
+        Exit status 1 when no model is handed back (no evaluation kept utility)."""
         from unlearn.forgetting.run import forget as forget_
         from unlearn.report.terminal import eval_table
 

@@ -180,8 +180,10 @@ class StubEvaluator:
         self.started.append(True)
 
     def __call__(self, model, tokenizer, step):
-        score, collapsed, stop = self.plan[step]
+        score, collapsed, stop, *kept = self.plan[step]
         values = {"score": score, "collapsed": collapsed}
+        if kept:
+            values["utility_kept"] = kept[0]
         if stop:
             values["stop"] = stop
         return values
@@ -200,6 +202,18 @@ def test_the_loop_stops_when_the_evaluator_says_so_and_never_keeps_a_collapsed_m
     assert res.steps == 3 and res.stop_reason == "forgotten at step 3"
     best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
     assert best["step"] == 2 and best["collapsed"] is False
+
+
+def test_keep_best_skips_an_evaluation_whose_utility_was_lost(tmp_path, data_files):
+    from unlearn.config import load_config
+    from unlearn.train import train
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
+        tmp_path, data_files, train={"max_steps": 3, "eval_every": 1, "keep_best": True})))
+    # step 2 forgets the most but lost its everyday answers (what the HaluEval run handed back before)
+    ev = StubEvaluator({1: (0.2, False, None, True), 2: (0.9, False, None, False), 3: (0.4, False, None, True)})
+    train(cfg, evaluator=ev)
+    assert json.loads((tmp_path / "run" / "best" / "best.json").read_text())["step"] == 3
 
 
 def test_the_training_evaluator_stops_only_when_forgotten_with_utility_kept(tmp_path, data_files, monkeypatch):
@@ -316,3 +330,34 @@ def test_python_api_takes_lists_and_pairs(tmp_path, hand_made, monkeypatch):
     assert res.summary["kind"] == "pairs" and res.summary["judge"] == "given"
     with pytest.raises(UnlearnError, match=r"prompts\[0\]: expected a prompt or a \(prompt, bad answer\) pair"):
         unlearn.collect("tiny-random-llama", [3], out=tmp_path / "x")
+
+
+def test_pairs_with_right_answers_are_scored_by_the_hallucination_rate(tmp_path):
+    from unlearn.config import config_from_dict
+    from unlearn.forgetting import hparams
+    from unlearn.forgetting.run import build_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "forget.jsonl", [{"prompt": "Capital of Peru?", "response": "Quito.", "right_answer": "Lima",
+                                         "sample": 0, "harmful": True, "judge": "given"}])
+    for name in ("retain.jsonl", "normal.jsonl"):
+        write_jsonl(data / name, [{"prompt": "Name a fruit.", "response": "An apple."}])
+    summary = {"kind": "pairs", "test_prompts": 0, "template": "qa", "judge": "given"}
+    plain = build_config("tiny-random-llama", data, tmp_path / "out", summary, hparams.pick(10, True),
+                         CollectSettings(), 0.05)
+    ev = plain["eval"]
+    assert ev["forget"] == {"response_field": "right_answer", "hallucinated_field": "response", "target": "desired",
+                            "match": "contains"}
+    assert "judge" not in ev and ev["trade_off"]["forget_hallucination_rate"] == -1.0
+    cfg = config_from_dict(plain)  # a valid config as written
+    assert cfg.train.stop_when_forgotten and cfg.eval.verdict.retain_ratio == 0.0
+
+
+def test_pairs_refuse_prompt_only_test_prompts(tmp_path):
+    import unlearn
+
+    with pytest.raises(UnlearnError, match="--test-prompts: with \\(prompt, bad answer\\) pairs"):
+        unlearn.forget("tiny-random-llama", [("Capital of Peru?", "Quito.")], test_prompts=["Capital of Chile?"],
+                       out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

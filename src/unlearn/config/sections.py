@@ -251,7 +251,8 @@ class TrainConfig:
         False,
         help="With eval_every: keep the model of the evaluation with the best eval.trade_off score in "
         "OUTPUT_DIR/best/model (LoRA: the adapter); OUTPUT_DIR/model stays the final model. A "
-        "collapsed model (eval.verdict's rule on the normal and retain prompts) is never kept.",
+        "collapsed model (eval.verdict's rule on the normal and retain prompts) is never kept; with "
+        "stop_when_forgotten, neither is one whose utility eval.verdict calls lost.",
     )
     stop_when_forgotten: bool = setting(
         False,

@@ -226,10 +226,11 @@ def forget(
         step = json.loads(best.read_text())["step"]
         handed, report_dir = run_dir / "best" / "model", run_dir / "best" / "eval"
         message = (f"no evaluation met both the target ({target}) and utility; handing back the best trade-off "
-                   f"that did not collapse (step {step})")
+                   f"among those that kept utility (step {step})")
     else:
         handed, report_dir = None, None
-        message = "every evaluation collapsed: no model is handed back (the report shows the final one)"
+        message = ("every evaluation lost utility or collapsed: no model is handed back (the report shows the "
+                   "final one)")
     t2 = time.time()
     ev = run_eval(cfg, model_dir=handed if handed is not None and handed != run_dir / "model" else None,
                   report_dir=report_dir, console=console)

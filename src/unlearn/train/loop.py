@@ -216,8 +216,10 @@ def _evaluate(evaluator: Evaluator, run: Run, step: int, record: dict[str, Any],
     model, cfg = run.parts.inner.model, run.cfg
     values = evaluator(model, run.tokenizer, step)
     record["eval"] = values
-    # A collapsed model (one answer to everything) may score well on forgetting: it is never kept.
-    if cfg.train.keep_best and not values.get("collapsed") and (best is None or values["score"] > best["score"]):
+    # A collapsed model (one answer to everything) may score well on forgetting: it is never kept; with
+    # train.stop_when_forgotten neither is one whose utility was lost (the verdict's rules).
+    keepable = not values.get("collapsed") and values.get("utility_kept") is not False
+    if cfg.train.keep_best and keepable and (best is None or values["score"] > best["score"]):
         (run.out / "best").mkdir(exist_ok=True)
         # The adapter only for LoRA: merging here would change the model being trained.
         save_model(model, run.tokenizer, run.out / "best", base_name=cfg.model.name, merge=False,
