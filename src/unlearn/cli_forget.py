@@ -63,7 +63,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
     def collect(
         model: str = MODEL,
         prompts: Path = PROMPTS,
-        out_dir: Path = typer.Option(Path("collected"), "--out", help="Folder to write (whole or not at all)."),
+        out_dir: Path = typer.Option(Path("runs/collected"), "--out", help="Folder to write (whole or not at all)."),
         judge: str = JUDGE,
         samples: int = SAMPLES,
         judge_strings: Optional[Path] = JUDGE_STRINGS,
@@ -101,7 +101,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         model: str = MODEL,
         prompts: Path = PROMPTS,
         overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides for the run, e.g. train.max_steps=30."),
-        out_dir: Path = typer.Option(Path("forget-out"), "--out", help="Folder for the data, the run and the report."),
+        out_dir: Path = typer.Option(Path("runs/forget"), "--out", help="Folder for the data, the run and the report."),
         judge: str = JUDGE,
         samples: int = SAMPLES,
         judge_strings: Optional[Path] = JUDGE_STRINGS,

@@ -67,7 +67,7 @@ def as_rows(prompts: PromptsArg, **read: Any) -> list[PromptRow]:
     return rows
 
 
-def collect_data(model: str, prompts: PromptsArg, *, out: Union[str, Path] = "collected", judge: Optional[str] = "topic",
+def collect_data(model: str, prompts: PromptsArg, *, out: Union[str, Path] = "runs/collected", judge: Optional[str] = "topic",
                  samples: int = 1, test_prompts: Optional[PromptsArg] = None, examples: Sequence[str] = (),
                  overwrite: bool = False, settings: Optional[CollectSettings] = None, console: Any = None,
                  **read: Any) -> Any:
@@ -142,7 +142,7 @@ def forget(
     model: str,
     prompts: PromptsArg,
     *,
-    out: Union[str, Path] = "forget-out",
+    out: Union[str, Path] = "runs/forget",
     judge: Optional[str] = "topic",
     samples: int = 1,
     lora: bool = True,
