@@ -21,6 +21,7 @@ JUDGE = typer.Option("topic", "--judge", help=JUDGE_HELP)
 SAMPLES = typer.Option(1, "--samples", help="Answers per prompt (the first greedy, the others sampled).")
 JUDGE_STRINGS = typer.Option(None, "--judge-strings", help="contains judge: a file, one string per line.")
 EXAMPLES = typer.Option(None, "--examples", help="Known bad answers, one per line (topic, similarity).")
+PROMPT_FIELD = typer.Option(None, "--prompt-field", help="JSONL/CSV: the field holding the prompt (default: the first of prompt, Behavior, question, ...).")
 DATASET = typer.Option(None, "--dataset", help="Read --prompts with this dataset adapter (unlearn datasets).")
 MAX_NEW_TOKENS = typer.Option(48, "--max-new-tokens", help="Tokens per answer at most.")
 TEMPLATE = typer.Option(None, "--template", help="qa, chat or a format string; default: chat when the tokenizer has one.")
@@ -70,6 +71,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         examples: Optional[Path] = EXAMPLES,
         test_prompts: Optional[Path] = typer.Option(None, "--test-prompts", help="Unseen prompts for the evaluation (test.jsonl)."),
         dataset: Optional[str] = DATASET,
+        prompt_field: Optional[str] = PROMPT_FIELD,
         max_new_tokens: int = MAX_NEW_TOKENS,
         template: Optional[str] = TEMPLATE,
         bank: Optional[Path] = BANK,
@@ -83,7 +85,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         from unlearn.forgetting.prompts import read_prompts
         from unlearn.report.terminal import collect_table
 
-        rows = read_prompts(prompts, dataset=dataset)
+        rows = read_prompts(prompts, dataset=dataset, prompt_field=prompt_field)
         tests = read_prompts(test_prompts) if test_prompts else []
         s = _settings(judge, samples, judge_strings, max_new_tokens, template, bank, seed)
         res = collect_(model, rows, out_dir, s, test_rows=tests, examples=_lines(examples, "examples"),
@@ -108,6 +110,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         examples: Optional[Path] = EXAMPLES,
         test_prompts: Optional[Path] = typer.Option(None, "--test-prompts", help="Unseen prompts, judged in the evaluation."),
         dataset: Optional[str] = DATASET,
+        prompt_field: Optional[str] = PROMPT_FIELD,
         full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
         target: float = typer.Option(0.05, "--target", help="Stop once the held-out forget rate is at most this."),
         max_new_tokens: int = MAX_NEW_TOKENS,
@@ -124,7 +127,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         s = _settings(judge, samples, judge_strings, max_new_tokens, template, bank, seed)
         res = forget_(model, prompts, out=out_dir, judge=judge, samples=samples, lora=not full, target=target,
                       test_prompts=test_prompts, examples=_lines(examples, "examples"), overrides=overrides or [],
-                      overwrite=overwrite, console=err, settings=s, dataset=dataset)
+                      overwrite=overwrite, console=err, settings=s, dataset=dataset, prompt_field=prompt_field)
         if res.nothing_to_unlearn:
             return
         out.print(eval_table(res.metrics))

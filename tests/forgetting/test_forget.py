@@ -46,6 +46,8 @@ def test_prompts_from_text_jsonl_csv_and_pairs(tmp_path):
                                                     "right_answer": "Lima."}])
     rows = read_prompts(pairs)
     assert (rows[0].prompt, rows[0].response, rows[0].right) == ("Capital of Peru?", "Quito.", "Lima.")
+    named = write_jsonl(tmp_path / "named.jsonl", [{"ask": "Capital of Peru?", "question": "unused"}])
+    assert read_prompts(named, prompt_field="ask")[0].prompt == "Capital of Peru?"
     assert kind_of(rows) == "pairs"
 
 
