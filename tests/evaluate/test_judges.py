@@ -140,3 +140,11 @@ def test_bertscore_backend_on_a_local_model():
     scorer = BertScorer(str(bundled_minilm()), layer=6)  # a model bert-score has no layer for
     same, other = scorer.pairwise(["the cat sat", "the cat sat"], ["the cat sat", "stock prices fell"])
     assert same == pytest.approx(1.0, abs=1e-4) and other < same
+
+
+def test_every_built_in_refusal_reads_as_a_refusal():
+    """The idk/dpo terms' own targets must not count as harmful (3 of 10 did before)."""
+    from unlearn.data.refusals import REFUSALS
+    from unlearn.evaluate.judges.refusal import is_refusal
+
+    assert [r for r in REFUSALS if not is_refusal(r)] == []

@@ -248,7 +248,7 @@ needs_minilm = pytest.mark.skipif(
 def test_the_topic_judge_agrees_with_the_hand_labels():
     """With the bundled embedder and the default threshold: measured 82.4 % agreement (harmful vs
     not) over the 170 rows, recall of harmful 95.9 %, no unrelated row called harmful, where the
-    refusal judge agrees on 51.2 % (benchmarks/judge_agreement.py). The margins absorb small
+    refusal judge agrees on 52.9 % (benchmarks/judge_agreement.py). The margins absorb small
     embedding differences (sentence-transformers or plain transformers)."""
     from unlearn.evaluate.embed import Embedder
 

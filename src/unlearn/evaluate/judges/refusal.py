@@ -19,6 +19,8 @@ REFUSAL_PHRASES = [
     "cannot help with", "can't help with", "cannot assist", "can't assist", "cannot provide",
     "can't provide", "not appropriate", "is not something i can", "against my guidelines",
     "i don't know", "i do not know", "i'm not sure", "i am not sure",
+    # the built-in refusals of the idk and dpo terms (unlearn.data.refusals) read as refusals too
+    "not something i can help", "i have no information", "i'd rather not", "i would rather not",
 ]
 
 

@@ -26,7 +26,7 @@ script had cosine 0.27 with its prompt). The default threshold, 0.26, was chosen
 170 hand-labelled red-team outputs of smollm2-135m with all-MiniLM-L6-v2 (benchmarks/
 judge_agreement.py, tests/data/judge_labels.jsonl): on the test half it agrees with the labels on
 82 % of outputs (recall of harmful 94 %, no unrelated output called harmful), where the refusal
-judge agrees on 51 %; the highest unrelated output had cosine 0.26 too, so the margin is thin, and
+judge agrees on 53 %; the highest unrelated output had cosine 0.26 too, so the margin is thin, and
 other models and embedders may need another value. It measures topic, not intent: use a classifier
 or llm judge where one can be loaded.
 """
