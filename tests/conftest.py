@@ -112,13 +112,14 @@ def tiny():
 
 @pytest.fixture
 def plugin_module(tmp_path: Path, monkeypatch):
-    """Write a module outside unlearn that registers terms, presets, metrics, judges, audit attacks or
-    jailbreak rewrites, importable by its name (for a config's `imports`). Everything it registers is unregistered after the test, so
+    """Write a module outside unlearn that registers terms, presets, metrics, judges, audit attacks,
+    jailbreak rewrites or benchmarks, importable by its name (for a config's `imports`). Everything it registers is unregistered after the test, so
     that later tests see the built-in registries only."""
     import sys
 
     from unlearn.auditing import registry as attacks
     from unlearn.auditing import rewrites
+    from unlearn.benchmarks import registry as benchmarks
     from unlearn.evaluate.judges import registry as judges
     from unlearn.evaluate.metrics import registry as metrics
     from unlearn.objective import registry as terms
@@ -126,7 +127,7 @@ def plugin_module(tmp_path: Path, monkeypatch):
 
     monkeypatch.syspath_prepend(str(tmp_path))
     entries = [terms._TERMS.entries(), metrics._METRICS.entries(), judges._JUDGES.entries(), PRESETS,
-               attacks._ATTACKS.entries(), rewrites._REWRITES]
+               attacks._ATTACKS.entries(), rewrites._REWRITES, benchmarks._BENCHMARKS.entries()]
     saved = [dict(e) for e in entries]
     written: list[str] = []
 

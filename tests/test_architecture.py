@@ -25,7 +25,8 @@ PACKAGE = SRC / "unlearn"
 # so the config schema below the members may ask it which names exist.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "version", "files", "runstate", "memory", "discovery"),
-    ("objective.presets", "evaluate.metrics.registry", "evaluate.judges.registry", "auditing.rewrites"),
+    ("objective.presets", "evaluate.metrics.registry", "evaluate.judges.registry", "auditing.rewrites",
+     "benchmarks.registry"),
     ("recipes",),
     ("config",),
     ("data",),
@@ -35,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train",),
     ("evaluate",),
     ("auditing",),
+    ("benchmarks",),
     ("report",),
     ("api",),
     ("comparison", "demo", "forgetting"),

@@ -107,6 +107,7 @@ def run_eval(
     .original the original model's outputs, reusable as `original=` for another run of the same
     model and sets). With write=True the report goes to OUTPUT_DIR/eval (or report_dir).
     """
+    from unlearn.benchmarks.run import plan_benchmarks, run_benchmarks
     from unlearn.evaluate.ledger import record_evaluation
     from unlearn.evaluate.recheck import plan_recheck, recheck
     from unlearn.evaluate.run import evaluate_run
@@ -114,12 +115,15 @@ def run_eval(
 
     cfg = as_config(config, overrides)
     plan = plan_recheck(cfg)  # a bad ledger line stops here, before any model generates
+    benchmarks = plan_benchmarks(cfg)  # and so does a benchmark's bad parameter or data file
     result = evaluate_run(
         cfg, model_dir=Path(model_dir) if model_dir else None, allow_unfinished=allow_unfinished,
         original=original, console=console,
     )
     if plan is not None:  # a later request: has a behaviour an earlier one removed come back?
         result.metrics["earlier_requests"] = recheck(cfg, result.model_dir, plan, console=console)
+    if benchmarks:  # eval.benchmarks: TOFU, MUSE, WMDP, lm-eval tasks on both models
+        result.metrics["benchmarks"] = run_benchmarks(cfg, result.model_dir, benchmarks, console=console)
     attacks = None
     if cfg.eval.audit:  # eval.audit: the attacks too, their section in the same report
         attacks = audit(cfg, model_dir=model_dir, allow_unfinished=allow_unfinished, console=console,

@@ -259,6 +259,27 @@ def datasets() -> None:
 
 
 @app.command()
+def benchmarks() -> None:
+    """List the benchmarks `eval.benchmarks` can run, their parameters and the metrics they report."""
+    from rich.table import Table
+
+    from unlearn.benchmarks.registry import available_benchmarks
+    from unlearn.benchmarks.run import describe_params
+
+    for name, b in available_benchmarks().items():
+        out.print(f"[bold]{name}[/bold]: {b.description} ({b.source})"
+                  + (f" [dim]needs: pip install 'unlearn[{b.extra}]'[/dim]" if b.extra else ""))
+        params = Table("parameter", "default", "what it does")
+        for row in describe_params(b):
+            params.add_row(*row)
+        metrics = Table("metric", "better", "what it is")
+        for m in b.metrics:
+            metrics.add_row(m.name, m.better or "", m.description)
+        out.print(params)
+        out.print(metrics)
+
+
+@app.command()
 def recipes() -> None:
     """List the packaged recipes; run one with `unlearn run NAME`."""
     from rich.table import Table

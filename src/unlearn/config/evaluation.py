@@ -7,7 +7,7 @@ Judge kinds and metric names are not listed here: the judge and metric registrie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from unlearn.config.fields import check, setting
 from unlearn.config.sections import SourceConfig
@@ -257,6 +257,12 @@ class EvalConfig:
         help="`unlearn eval` also runs `unlearn audit` (the attacks of the config's audit section) and "
         "adds its 'Is it really gone?' section to the report.",
     )
+    benchmarks: Union[dict[str, Any], None] = setting(
+        None,
+        help="The field's benchmarks to run on both models, each with its parameters: "
+        "{tofu: {path: data/tofu}, wmdp: {...}, lm_eval: {tasks: [...]}} (`unlearn benchmarks` lists "
+        "them and their parameters; docs/benchmarks.md). Their tables go into the same report.",
+    )
     cache: bool = setting(
         True,
         help="Keep the original model's outputs (and the fluency of the unlearned outputs under it) in "
@@ -313,6 +319,8 @@ class EvalConfig:
                 "judge_template",
                 "must contain {prompt} and {response}",
             )
+        check(self.benchmarks is None or all(v is None or isinstance(v, dict) for v in self.benchmarks.values()),
+              "benchmarks", "each benchmark takes a mapping of its parameters (or nothing)")
         if self.trade_off is None:
             self.trade_off = self.default_trade_off()
         fast = [f.key for f in fast_metrics()]

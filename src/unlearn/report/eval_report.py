@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn.evaluate.metrics.registry import FORBIDDEN, direction, get_metric
-from unlearn.report import ledger_report
+from unlearn.report import benchmark_report, ledger_report
 from unlearn.report.format import escape, fmt_change, fmt_with_interval, html_head, img_tag, md_cell, unique_metrics
 from unlearn.report.plots import before_after_png, training_curves_png
 from unlearn.report.verdict import CAVEAT, verdict_html, verdict_markdown, verdict_of
@@ -180,7 +180,7 @@ def render_markdown(metrics: dict[str, Any], samples: list[dict[str, Any]], exam
     lines += ["", "Metrics:", ""]
     for name, m in unique_metrics(metrics["metrics"]).items():
         lines.append(f"- `{name}`: {m['description']} ({direction_text(name)})")
-    lines += ["", "## Examples", ""]
+    lines += ["", *benchmark_report.render_markdown(metrics), "## Examples", ""]
     for role, group in samples_by_set(samples).items():
         lines += [f"### {SET_TITLES.get(role, role)}", "", "| prompt | target | original | unlearned |", "|---|---|---|---|"]
         for s in group[:examples_per_set]:
@@ -233,6 +233,7 @@ def render_html(metrics: dict[str, Any], samples: list[dict[str, Any]], log: lis
     if curves:
         parts += ["<h2>Training</h2>", "<p class='small'>Each logged term of train_log.jsonl against the step.</p>",
                   img_tag(curves, "training curves")]
+    parts += benchmark_report.render_html(metrics)
     parts.append("<h2>Examples</h2><p class='small'>Forget sets: worst leaks first. Red: the unlearned "
                  "model still reproduces the target; green: a retain answer kept.</p>")
     for role, group in samples_by_set(samples).items():

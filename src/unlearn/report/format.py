@@ -26,14 +26,16 @@ tr.caveat td.change{color:#b26a00;font-weight:600}td.caveat{color:#b26a00}
 
 
 def fmt(value: Optional[float], unit: str) -> str:
-    """A metric value as the reports show it: fractions in %, nats and cosines with 3 decimals,
-    BLEU and perplexity with 2; '–' for a missing value."""
+    """A metric value as the reports show it: fractions in %, nats, cosines and scores with 3
+    decimals, p-values with 3 significant digits, BLEU and perplexity with 2; '–' for a missing value."""
     if value is None:
         return "–"
     if unit == "fraction":
         return f"{100 * value:.1f}%"
-    if unit in ("nats", "cosine"):
+    if unit in ("nats", "cosine", "score"):
         return f"{value:.3f}"
+    if unit == "pvalue":
+        return f"{value:.3g}"
     return f"{value:.2f}"
 
 
@@ -53,8 +55,10 @@ def fmt_change(value: Optional[float], unit: str) -> str:
         return "–"
     if unit == "fraction":
         return f"{100 * value:+.1f} pp"
-    if unit in ("nats", "cosine"):
+    if unit in ("nats", "cosine", "score"):
         return f"{value:+.3f}"
+    if unit == "pvalue":
+        return f"{value:+.3g}"
     return f"{value:+.2f}"
 
 

@@ -28,8 +28,10 @@ from typing import Any, Callable, Optional, Sequence
 FORBIDDEN = "forbidden"
 DESIRED = "desired"
 
-# Decimals a value of each unit is reported with.
-UNITS = {"fraction": 4, "bleu": 2, "nats": 4, "perplexity": 2, "cosine": 4}
+# Decimals a value of each unit is reported with. score: a unitless number (a truth ratio, an
+# accuracy-like harmonic mean, an AUC); pvalue: a test's p-value, which can be 1e-12 (TOFU's forget
+# quality), shown with 3 significant digits.
+UNITS = {"fraction": 4, "bleu": 2, "nats": 4, "perplexity": 2, "cosine": 4, "score": 4, "pvalue": 15}
 
 
 @dataclass
