@@ -25,13 +25,13 @@ from typing import Any, Callable, Optional
 from unlearn.discovery import Registry
 
 # Which way is better for a benchmark metric after unlearning.
-HIGHER, LOWER, ZERO = "higher", "lower", "closer to 0"
+HIGHER, LOWER, ZERO, ONE = "higher", "lower", "closer to 0", "closer to 1"
 
 
 @dataclass(frozen=True)
 class BenchMetric:
     """One number a benchmark reports per model. unit: a key of the metric registry's UNITS
-    (decimals); better: HIGHER, LOWER or ZERO (after unlearning), or None where no direction is
+    (decimals); better: HIGHER, LOWER, ZERO or ONE (after unlearning), or None where no direction is
     better (a statistic shown for reading); source: where the definition comes from."""
 
     name: str
@@ -75,8 +75,8 @@ def register_benchmark(
     for m in metrics:
         if m.unit not in UNITS:
             raise ValueError(f"benchmark '{name}', metric '{m.name}': unknown unit '{m.unit}'")
-        if m.better not in (HIGHER, LOWER, ZERO, None):
-            raise ValueError(f"benchmark '{name}', metric '{m.name}': better must be higher, lower, zero or None")
+        if m.better not in (HIGHER, LOWER, ZERO, ONE, None):
+            raise ValueError(f"benchmark '{name}', metric '{m.name}': better must be HIGHER, LOWER, ZERO, ONE or None")
 
     def deco(cls: type) -> type:
         _BENCHMARKS.add(name, Benchmark(

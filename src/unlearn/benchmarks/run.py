@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from unlearn.benchmarks.registry import HIGHER, LOWER, ZERO, Benchmark, get_benchmark
+from unlearn.benchmarks.registry import HIGHER, LOWER, ONE, ZERO, Benchmark, get_benchmark
 from unlearn.config import Config, ModelConfig
 from unlearn.config.load import build
 from unlearn.errors import UnlearnError
@@ -65,7 +65,7 @@ def _row(spec: Benchmark, name: str, per_model: dict[str, dict[str, Metric]]) ->
     o, u = values.get(ORIGINAL), values.get(UNLEARNED)
     improved = None
     if o is not None and u is not None and abs(u - o) > 1e-12 and m.better is not None:
-        improved = {HIGHER: u > o, LOWER: u < o, ZERO: abs(u) < abs(o)}[m.better]
+        improved = {HIGHER: u > o, LOWER: u < o, ZERO: abs(u) < abs(o), ONE: abs(u - 1) < abs(o - 1)}[m.better]
     return {
         "values": values, "change": round_value(u - o, m.unit) if o is not None and u is not None else None,
         "better": m.better, "improved": improved, "unit": m.unit, "description": m.description, "source": m.source,
