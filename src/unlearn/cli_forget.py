@@ -28,6 +28,8 @@ TEMPLATE = typer.Option(None, "--template", help="qa, chat or a format string; d
 BANK = typer.Option(None, "--bank", help="Your own retain bank (JSONL: prompt, category).")
 SEED = typer.Option(0, "--seed")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing --out folder.")
+OWN_ANSWERS = typer.Option(False, "--own-answers", help="Pairs with right answers: forget the model's OWN answers "
+                           "that miss the right answer (not the given bad ones); the given ones still score the evaluation.")
 
 
 def _lines(path: Optional[Path], what: str) -> list[str]:
@@ -45,7 +47,7 @@ def _lines(path: Optional[Path], what: str) -> list[str]:
 
 
 def _settings(judge: str, samples: int, judge_strings: Optional[Path], max_new_tokens: int, template: Optional[str],
-              bank: Optional[Path], seed: int) -> Any:
+              bank: Optional[Path], seed: int, own_answers: bool = False) -> Any:
     from unlearn.forgetting.collect import CollectSettings
 
     extra: dict[str, Any] = {}
@@ -53,7 +55,7 @@ def _settings(judge: str, samples: int, judge_strings: Optional[Path], max_new_t
     if strings:
         extra["judge_strings"] = strings
     return CollectSettings(judge=judge, samples=samples, max_new_tokens=max_new_tokens, template=template,
-                           bank=str(bank) if bank else None, seed=seed, eval=extra)
+                           bank=str(bank) if bank else None, seed=seed, eval=extra, own_answers=own_answers)
 
 
 def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: Any) -> None:
@@ -67,6 +69,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         out_dir: Path = typer.Option(Path("runs/collected"), "--out", help="Folder to write (whole or not at all)."),
         judge: str = JUDGE,
         samples: int = SAMPLES,
+        own_answers: bool = OWN_ANSWERS,
         judge_strings: Optional[Path] = JUDGE_STRINGS,
         examples: Optional[Path] = EXAMPLES,
         test_prompts: Optional[Path] = typer.Option(None, "--test-prompts", help="Unseen prompts for the evaluation (test.jsonl)."),
@@ -87,7 +90,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
 
         rows = read_prompts(prompts, dataset=dataset, prompt_field=prompt_field)
         tests = read_prompts(test_prompts) if test_prompts else []
-        s = _settings(judge, samples, judge_strings, max_new_tokens, template, bank, seed)
+        s = _settings(judge, samples, judge_strings, max_new_tokens, template, bank, seed, own_answers)
         res = collect_(model, rows, out_dir, s, test_rows=tests, examples=_lines(examples, "examples"),
                        overwrite=overwrite, console=err)
         if res is None:
@@ -106,6 +109,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         out_dir: Path = typer.Option(Path("runs/forget"), "--out", help="Folder for the data, the run and the report."),
         judge: str = JUDGE,
         samples: int = SAMPLES,
+        own_answers: bool = OWN_ANSWERS,
         judge_strings: Optional[Path] = JUDGE_STRINGS,
         examples: Optional[Path] = EXAMPLES,
         test_prompts: Optional[Path] = typer.Option(None, "--test-prompts", help="Unseen prompts, judged in the evaluation."),
@@ -124,7 +128,7 @@ def add_commands(app: typer.Typer, friendly: Callable[..., Any], out: Any, err: 
         from unlearn.forgetting.run import forget as forget_
         from unlearn.report.terminal import eval_table
 
-        s = _settings(judge, samples, judge_strings, max_new_tokens, template, bank, seed)
+        s = _settings(judge, samples, judge_strings, max_new_tokens, template, bank, seed, own_answers)
         res = forget_(model, prompts, out=out_dir, judge=judge, samples=samples, lora=not full, target=target,
                       test_prompts=test_prompts, examples=_lines(examples, "examples"), overrides=overrides or [],
                       overwrite=overwrite, console=err, settings=s, dataset=dataset, prompt_field=prompt_field)

@@ -363,3 +363,52 @@ def test_pairs_refuse_prompt_only_test_prompts(tmp_path):
         unlearn.forget("tiny-random-llama", [("Capital of Peru?", "Quito.")], test_prompts=["Capital of Chile?"],
                        out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+QA_PAIRS = [  # (question, a given hallucinated answer, the right answer)
+    ("Capital of Peru?", "Quito is the capital.", "Lima"),
+    ("Who wrote Hamlet?", "Christopher Marlowe.", "Shakespeare"),
+    ("Largest planet?", "Saturn.", "Jupiter"),
+]
+OWN = {  # the model's own answers, samples 0 and 1
+    "Capital of Peru?": ["The capital is Lima.", "It is Cusco."],  # right, then wrong
+    "Who wrote Hamlet?": ["I don't know.", "Marlowe wrote it."],  # a refusal, then wrong
+    "Largest planet?": ["", "jupiter, by far"],  # empty, then right (case ignored): never wrong
+}
+
+
+def test_own_answers_forgets_the_models_wrong_answers_not_the_given_ones(tmp_path, tiny, monkeypatch):
+    from unlearn.forgetting import hparams
+    from unlearn.forgetting.collect import WRONG_JUDGE
+    from unlearn.forgetting.prompts import PromptRow
+    from unlearn.forgetting.run import build_config
+
+    monkeypatch.setattr(collect_mod, "answer", lambda model, encoder, prompts, settings, sample=0:
+                        [OWN[p][sample] if p in OWN else f"An answer to: {p}" for p in prompts])
+    rows = [PromptRow(q, bad, right) for q, bad, right in QA_PAIRS]
+    res = collect("tiny-random-llama", rows, tmp_path / "c", _settings(judge=None, own_answers=True), loaded=tiny)
+    s = res.summary
+    assert s["forget"] == {"answers": 2, "prompts": 2} and s["judge"] == WRONG_JUDGE and s["own_answers"]
+    assert [r["bad"] for r in s["bad_per_prompt"]] == [1, 1, 0] and s["clean_prompts"] == ["Largest planet?"]
+    assert s["decoding"]["samples"] == 2
+    forget = [json.loads(x) for x in (res.folder / "forget.jsonl").read_text().splitlines()]
+    assert [(r["response"], r["sample"]) for r in forget] == [("It is Cusco.", 1), ("Marlowe wrote it.", 1)]
+    assert forget[0]["right_answer"] == "Lima" and forget[0]["hallucinated_answer"] == "Quito is the capital."
+    # the evaluation scores the forget sets against the given hallucinated answers, not the own ones
+    cfg = build_config("tiny-random-llama", res.folder, tmp_path / "out", s, hparams.pick(10, True),
+                       CollectSettings(), 0.05)
+    assert cfg["eval"]["forget"]["hallucinated_field"] == "hallucinated_answer"
+    assert cfg["eval"]["forget"]["response_field"] == "right_answer"
+
+
+def test_own_answers_needs_pairs_with_right_answers(tmp_path, tiny):
+    from unlearn.forgetting.prompts import PromptRow
+
+    with pytest.raises(UnlearnError, match="--own-answers takes \\(prompt, bad answer\\) pairs"):
+        collect("tiny-random-llama", [PromptRow("Capital of Peru?")], tmp_path / "c",
+                _settings(own_answers=True), loaded=tiny)
+    rows = [PromptRow("Capital of Peru?", "Quito.", "Lima", where="qa.jsonl line 1"),
+            PromptRow("Who wrote Hamlet?", "Marlowe.", None, where="qa.jsonl line 2")]
+    with pytest.raises(UnlearnError, match="qa.jsonl line 2: --own-answers needs every pair's right answer"):
+        collect("tiny-random-llama", rows, tmp_path / "c", _settings(judge=None, own_answers=True), loaded=tiny)
+    assert not (tmp_path / "c").exists()

@@ -52,6 +52,14 @@ class CollectSettings:
     bank_threshold: Optional[float] = None  # None: bank.DEFAULT_THRESHOLD
     seed: int = 0
     eval: dict[str, Any] = field(default_factory=dict)  # further eval keys for the judge (judge_strings, ...)
+    # Pairs with right answers: forget the model's OWN answers that miss the right answer (WRONG_JUDGE)
+    # instead of the given bad ones, which still score the evaluation (its hallucination rate).
+    own_answers: bool = False
+
+
+# The judgement of own_answers: an answer is bad when it says something (not empty, not a refusal)
+# and does not contain the right answer (the evaluation's `contains` rule).
+WRONG_JUDGE = "wrong: not a refusal and without the right answer"
 
 
 @dataclass
@@ -122,6 +130,13 @@ def collect(
     if out.exists() and not overwrite:
         raise UnlearnError(f"{out} exists; pass --overwrite to replace it")
     kind = kind_of(rows)
+    own = kind == "pairs" and settings.own_answers
+    if settings.own_answers and kind != "pairs":
+        raise UnlearnError("--own-answers takes (prompt, bad answer) pairs with right answers; these are bare prompts")
+    missing = next((r for r in rows if own and not (r.right or "").strip()), None)
+    if missing is not None:
+        raise UnlearnError(f"{missing.where or 'a pair'}: --own-answers needs every pair's right answer "
+                           "(field right_answer): it is how a wrong answer is told")
     if settings.samples < 1:
         raise UnlearnError(f"--samples must be >= 1, got {settings.samples}")
     judge_spec = settings.judge if kind == "prompts" else None
@@ -150,7 +165,18 @@ def collect(
 
     # ---- 1-2. answers and judgements -------------------------------------------------------
     answers: list[dict[str, Any]] = []
-    if kind == "pairs":
+    if own:
+        from unlearn.evaluate.judges.refusal import is_refusal
+        from unlearn.evaluate.metrics.text import contains_answer
+
+        for s in range(settings.samples):
+            say(f"[dim]collect: answering {len(rows)} questions (sample {s + 1}/{settings.samples})[/dim]")
+            outs = answer(model, encoder, [r.prompt for r in rows], settings, s)
+            for r, o in zip(rows, outs):
+                wrong = bool(o.strip()) and not is_refusal(o) and not contains_answer(o, r.right or "")
+                answers.append({"prompt": r.prompt, "response": o, "sample": s, "harmful": wrong, "judge": WRONG_JUDGE,
+                                "right_answer": r.right, "hallucinated_answer": r.response})
+    elif kind == "pairs":
         for r in rows:
             answers.append({"prompt": r.prompt, "response": r.response, "sample": 0, "harmful": True,
                             "judge": "given", **({"right_answer": r.right} if r.right else {})})
@@ -191,12 +217,13 @@ def collect(
         "model": model_name,
         "kind": kind,
         "template": template,
-        "judge": judge_spec or "given",
-        "decoding": decoding(settings) if kind == "prompts" else None,
+        "judge": WRONG_JUDGE if own else judge_spec or "given",
+        "own_answers": own,
+        "decoding": decoding(settings) if kind == "prompts" or own else None,
         "prompts": len(rows),
         "answers": len(answers),
         "forget": {"answers": len(bad), "prompts": sum(1 for n in per_prompt.values() if n)},
-        "bad_per_prompt": [{"prompt": p, "bad": n, "of": settings.samples if kind == "prompts" else 1}
+        "bad_per_prompt": [{"prompt": p, "bad": n, "of": settings.samples if kind == "prompts" or own else 1}
                            for p, n in per_prompt.items()],
         "unreadable": sum(1 for a in answers if a["harmful"] is None),
         "clean_prompts": [p for p, n in per_prompt.items() if n == 0],

@@ -70,11 +70,12 @@ def as_rows(prompts: PromptsArg, **read: Any) -> list[PromptRow]:
 def collect_data(model: str, prompts: PromptsArg, *, out: Union[str, Path] = "runs/collected", judge: Optional[str] = "topic",
                  samples: int = 1, test_prompts: Optional[PromptsArg] = None, examples: Sequence[str] = (),
                  overwrite: bool = False, settings: Optional[CollectSettings] = None, console: Any = None,
-                 **read: Any) -> Any:
+                 own_answers: bool = False, **read: Any) -> Any:
     """What `unlearn collect` does, from a file path, a list of prompts or (prompt, bad answer)
     pairs: a Collected (.folder, .summary), or None when no answer was judged bad (nothing written)."""
     settings = settings or CollectSettings()
     settings.judge, settings.samples = judge, samples
+    settings.own_answers = settings.own_answers or own_answers
     rows = as_rows(prompts, **read)
     tests = as_rows(test_prompts) if test_prompts is not None else []
     return collect(model, rows, Path(out), settings, test_rows=tests, examples=examples, overwrite=overwrite,
@@ -95,8 +96,10 @@ def build_config(model_name: str, data: Path, out: Path, summary: dict[str, Any]
     forget_eval: dict[str, Any] = {}
     if right:  # the target is the right answer (contained in the output: right); closer to the bad one
         # than to the right one = a hallucination (the paper's rule)
-        forget_eval = {"response_field": "right_answer", "hallucinated_field": "response", "target": "desired",
-                       "match": "contains"}
+        # with --own-answers the forget responses are the model's own wrong answers; the pairs' given
+        # bad answers (hallucinated_answer) stay the evaluation's reference
+        forget_eval = {"response_field": "right_answer", "target": "desired", "match": "contains",
+                       "hallucinated_field": "hallucinated_answer" if summary.get("own_answers") else "response"}
     ev: dict[str, Any] = {
         "sets": ["forget", "forget_test", "retain", "normal"],
         # by prompt (answers to one prompt stay in one part): train / val (the stop rule) / test
@@ -153,13 +156,16 @@ def forget(
     overwrite: bool = False,
     console: Any = None,
     settings: Optional[CollectSettings] = None,
+    own_answers: bool = False,
     **read: Any,
 ) -> ForgetResult:
     """From prompts (or (prompt, bad answer) pairs) to a model that no longer gives those answers,
     with its evaluation report: what `unlearn forget` does (see the module docstring).
 
     judge: how a bad answer is told ('topic', 'contains' with settings.eval['judge_strings'],
-    'refusal', 'classifier:PATH', ...); pairs need none. overrides: config keys for the run, e.g.
+    'refusal', 'classifier:PATH', ...); pairs need none. own_answers: with pairs that carry right
+    answers, forget the model's own answers that miss the right answer (collect.WRONG_JUDGE)
+    instead of the given bad ones, which still score the evaluation. overrides: config keys for the run, e.g.
     ["train.max_steps=30"] or {"train.max_steps": 30}."""
     from rich.console import Console
 
@@ -173,6 +179,7 @@ def forget(
         raise UnlearnError(f"{out} exists; pass --overwrite to replace it")
     settings = settings or CollectSettings()
     settings.judge, settings.samples = judge, samples
+    settings.own_answers = settings.own_answers or own_answers
     rows = as_rows(prompts, **read)
     test_rows = as_rows(test_prompts) if test_prompts is not None else []
     if not 0 <= target <= 1:
