@@ -64,6 +64,11 @@ class StepContext:
             raise KeyError(f"segment '{segment}' is not in this batch (have: {list(self._pos)})")
         return self._pos[segment]
 
+    def span(self, segment: str) -> slice:
+        """The segment's slice of the per-position tensors self.logits, self.targets and self.rows
+        (for terms that work on the raw logits, in chunks with unlearn.models.forward.per_position)."""
+        return self._seg(segment)
+
     def log_softmax(self, segment: str) -> torch.Tensor:
         """Policy log-probabilities over the vocabulary at the segment's response positions, fp32."""
         key = ("lsm", segment)

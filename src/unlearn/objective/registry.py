@@ -21,6 +21,10 @@ runs on those rows only. A term that needs to know the model before the first st
 layer it reads, which parameters it trains) passes `bind=`: a function of (model, **params) returning
 a Binding; the train loop calls `Objective.bind(model)` once after loading the model.
 
+A term that keeps something across steps (PDU's dual variable) takes a keyword parameter named
+`state` (not a field of its dataclass) and passes `bind=`: the Binding's `state`, a mutable object
+its bind function makes afresh, is handed to every call of the term as `state=`.
+
 Term modules are found, not listed: every module of the unlearn.objective package is imported on the
 first look-up (discover_terms). A term registered elsewhere needs its module imported before the
 config is used (`unlearn compare` imports such modules in each method's process).
@@ -48,6 +52,7 @@ class Binding:
     params: dict[str, Any] = field(default_factory=dict)  # values passed to the term instead of the configured ones
     layers: tuple[int, ...] = ()  # decoder layers whose outputs the term reads with ctx.hidden()
     trainable: Union[tuple[str, ...], None] = None  # names of the only parameters it trains; None: all
+    state: Any = None  # a mutable object kept across steps, passed as `state=` to terms that take it
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,11 @@ class Term:
         return doc.splitlines()[0] if doc else ""
 
     @property
+    def stateful(self) -> bool:
+        """Whether the function takes `state` (its Binding's mutable state, kept across steps)."""
+        return STATE in inspect.signature(self.fn).parameters
+
+    @property
     def params(self) -> dict[str, Any]:
         """Parameter name -> default."""
         return _as_dict(self.params_type())
@@ -78,6 +88,7 @@ class Term:
 
 
 _TERMS: Registry[Term] = Registry("loss term", "unlearn.objective")
+STATE = "state"  # the keyword a stateful term receives its Binding.state under (not a parameter)
 
 
 def _as_dict(params: Any) -> dict[str, Any]:
@@ -89,6 +100,8 @@ def _params_from_signature(name: str, fn: Callable[..., Any]) -> type:
     hints = typing.get_type_hints(fn)
     fields = []
     for p in list(inspect.signature(fn).parameters.values())[1:]:
+        if p.name == STATE:
+            continue
         if p.default is inspect.Parameter.empty:
             raise ValueError(f"loss term '{name}': parameter '{p.name}' needs a default (or pass params=)")
         tp = hints.get(p.name, Any if p.default is None else type(p.default))
@@ -99,7 +112,7 @@ def _params_from_signature(name: str, fn: Callable[..., Any]) -> type:
 def _check_params_type(name: str, fn: Callable[..., Any], params: type) -> None:
     if not dataclasses.is_dataclass(params):
         raise ValueError(f"loss term '{name}': params must be a dataclass, got {params!r}")
-    fn_params = list(inspect.signature(fn).parameters.values())[1:]
+    fn_params = [p for p in list(inspect.signature(fn).parameters.values())[1:] if p.name != STATE]
     names = [p.name for p in fn_params]
     fields = [f.name for f in dataclasses.fields(params)]
     if names != fields:
@@ -125,12 +138,15 @@ def register_term(
     """Register a loss term under `name` (duplicates are an error).
 
     reference: True (the reference runs on all the term's segments), False, or the segments it needs.
-    bind: called once with the loaded model and the term's parameters; see Binding.
+    bind: called once with the loaded model and the term's parameters; see Binding. A function
+    with a keyword parameter `state` receives the Binding's state there (kept across steps).
     params: the dataclass of the term's parameters (fields made with unlearn.config.setting, so
     each has a help text); None: built from the function's keyword defaults, without help.
     """
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        if STATE in inspect.signature(fn).parameters and bind is None:
+            raise ValueError(f"loss term '{name}': a term that takes `{STATE}` needs bind= to make it")
         if params is None:
             params_type = _params_from_signature(name, fn)
         else:
@@ -189,6 +205,8 @@ class WeightedTerm:
             if self.binding is None:
                 raise RuntimeError(f"term '{self.term.name}' needs Objective.bind(model) before use")
             params = {**params, **self.binding.params}
+            if self.term.stateful:
+                params[STATE] = self.binding.state
         return self.term.fn(ctx, **params)
 
 
