@@ -29,10 +29,9 @@ class Config:
     output_dir: str = setting(help="Where the run writes its files; must not exist unless --overwrite.")
     data: DataConfig = setting(help="The data.", factory=DataConfig)
     objective: Union[dict[str, Any], str] = setting(
-        help="Terms and weights, e.g. {ga: 0.5, mismatch: 1, kl: 1}, or a preset name: "
-        + ", ".join(PRESETS)
-        + ". A term with parameters: {npo: {weight: 1, beta: 0.1}}. `unlearn terms` lists the terms, "
-        "their parameters and the presets.",
+        help="Terms and weights, e.g. {ga: 0.5, mismatch: 1, kl: 1}, or a preset name (paper, npo, ... "
+        "`unlearn terms` lists every preset, those of plugins too). A term with parameters: "
+        "{npo: {weight: 1, beta: 0.1}}. `unlearn terms` lists the terms, their parameters and the presets.",
         factory=lambda: preset_weights(DEFAULT_PRESET),
     )
     train: TrainConfig = setting(help="The loop.", factory=TrainConfig)
