@@ -9,6 +9,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from unlearn.comparison.methods import DEFAULT_METHODS
 from unlearn.errors import RunInterrupted, UnlearnError
@@ -37,7 +38,8 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
                 err.print(f"[yellow]interrupted:[/yellow] {e}", soft_wrap=True)
             raise typer.Exit(128 + e.signum) from None
         except UnlearnError as e:
-            err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
+            # Escaped: a message's own brackets ("pip install 'unlearn[lmeval]'") are text, not markup.
+            err.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]")
@@ -268,7 +270,7 @@ def benchmarks() -> None:
 
     for name, b in available_benchmarks().items():
         out.print(f"[bold]{name}[/bold]: {b.description} ({b.source})"
-                  + (f" [dim]needs: pip install 'unlearn[{b.extra}]'[/dim]" if b.extra else ""))
+                  + (f" [dim]needs: pip install 'unlearn\\[{b.extra}]'[/dim]" if b.extra else ""))
         params = Table("parameter", "default", "what it does")
         for row in describe_params(b):
             params.add_row(*row)

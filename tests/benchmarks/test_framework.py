@@ -132,3 +132,49 @@ def test_a_bad_data_file_stops_before_any_model_loads(trained, tmp_path, plugin_
     unknown = write_config(tmp_path / "d.yaml", {**cfg, "imports": [mod], "eval": {"benchmarks": {"toy2": {"pth": "x"}}}})
     with pytest.raises(UnlearnError, match=r"unknown key 'pth' in eval\.benchmarks\.toy2"):
         run_eval(unknown)
+
+
+NAMED_PLUGIN = '''
+from dataclasses import dataclass
+from unlearn.benchmarks.registry import BenchMetric, register_benchmark, HIGHER
+from unlearn.evaluate.metrics.registry import Metric
+
+@dataclass
+class P:
+    pass
+
+@register_benchmark("named", params=P, description="rows named at run time.", source="a test",
+                    metrics=(BenchMetric("count", "score", None, "how many"),
+                             BenchMetric("*/hits", "fraction", HIGHER, "hits of a task named at run time")))
+class Named:
+    @staticmethod
+    def prepare(params, where):
+        return None
+
+    @staticmethod
+    def measure(probe, data, params):
+        hits = 0.25 if probe.label == "original" else 0.75
+        return {"b/hits": Metric(hits, [], {"detail": {"n": 4, "label": probe.label}}),
+                "undeclared": Metric(1.0, []), "a/hits": Metric(0.5, []), "count": Metric(2.0, [])}
+'''
+
+
+def test_metrics_named_at_run_time_are_declared_by_a_pattern_and_keep_their_detail(trained, plugin_module, tmp_path):
+    from unlearn.benchmarks.registry import get_benchmark
+
+    tmp, files, cfg = trained
+    mod = plugin_module("named_bench", NAMED_PLUGIN)
+    result = run_eval(write_config(tmp_path / "c.yaml", {**cfg, "imports": [mod], "eval": {"benchmarks": {"named": {}}}}))
+    bench = result.metrics["benchmarks"]["named"]
+    # Declared names first, in declared order; then the pattern's, in the order measured; a metric
+    # the benchmark does not declare is not shown.
+    assert list(bench["metrics"]) == ["count", "b/hits", "a/hits"]
+    row = bench["metrics"]["b/hits"]
+    assert row["unit"] == "fraction" and row["better"] == "higher" and row["description"] == "hits of a task named at run time"
+    assert row["values"] == {"original": 0.25, "unlearned": 0.75} and row["change"] == 0.5 and row["improved"] is True
+    assert row["detail"] == {"original": {"n": 4, "label": "original"}, "unlearned": {"n": 4, "label": "unlearned"}}
+    assert "detail" not in bench["metrics"]["a/hits"]
+    spec = get_benchmark("named")
+    assert spec.metric("count").name == "count" and spec.metric("x/y/hits").name == "*/hits"
+    with pytest.raises(KeyError, match="declares no metric 'hits'"):
+        spec.metric("hits")  # "*/hits" needs a task before the slash

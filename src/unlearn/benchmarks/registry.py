@@ -19,6 +19,7 @@ module of the unlearn.benchmarks package is imported on the first look-up.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -30,7 +31,8 @@ HIGHER, LOWER, ZERO, ONE = "higher", "lower", "closer to 0", "closer to 1"
 
 @dataclass(frozen=True)
 class BenchMetric:
-    """One number a benchmark reports per model. unit: a key of the metric registry's UNITS
+    """One number a benchmark reports per model. name: the metric's name, or a pattern with "*"
+    for metrics named at run time ("*/acc": Benchmark.metric); unit: a key of the metric registry's UNITS
     (decimals); better: HIGHER, LOWER, ZERO or ONE (after unlearning), or None where no direction is
     better (a statistic shown for reading); source: where the definition comes from."""
 
@@ -55,8 +57,14 @@ class Benchmark:
     extra: Optional[str] = None  # the pip extra it needs ("lmeval"), for `unlearn benchmarks`
 
     def metric(self, name: str) -> BenchMetric:
+        """The declaration of metric `name`: the one of that name, else the first declared pattern
+        it matches (a name with "*", fnmatch: "*/acc" declares lm-eval's TASK/acc for any task a
+        config names, so that metrics named at run time still have a unit and a direction)."""
         for m in self.metrics:
             if m.name == name:
+                return m
+        for m in self.metrics:
+            if "*" in m.name and fnmatch.fnmatchcase(name, m.name):
                 return m
         raise KeyError(f"benchmark '{self.name}' declares no metric '{name}'")
 

@@ -59,6 +59,21 @@ def _columns(cfg: Config, model_dir: Path, plan: list[Planned]) -> dict[str, str
     return cols
 
 
+def _shown(spec: Benchmark, by_model: dict[str, dict[str, Metric]]) -> list[str]:
+    """The metrics measured that the benchmark declares: in declared order, then those declared by
+    a pattern ("*/acc": named at run time, like lm-eval's TASK/acc) in the order measured."""
+    seen = list(dict.fromkeys(n for ms in by_model.values() for n in ms))
+    names = [m.name for m in spec.metrics if m.name in seen]
+    for n in seen:
+        if n not in names:
+            try:
+                spec.metric(n)
+            except KeyError:
+                continue  # measured but not declared: not shown, as before
+            names.append(n)
+    return names
+
+
 def _row(spec: Benchmark, name: str, per_model: dict[str, dict[str, Metric]]) -> dict[str, Any]:
     m = spec.metric(name)
     values = {label: round_value(ms[name].value, m.unit) if name in ms else None for label, ms in per_model.items()}
@@ -66,10 +81,17 @@ def _row(spec: Benchmark, name: str, per_model: dict[str, dict[str, Metric]]) ->
     improved = None
     if o is not None and u is not None and abs(u - o) > 1e-12 and m.better is not None:
         improved = {HIGHER: u > o, LOWER: u < o, ZERO: abs(u) < abs(o), ONE: abs(u - 1) < abs(o - 1)}[m.better]
-    return {
+    row = {
         "values": values, "change": round_value(u - o, m.unit) if o is not None and u is not None else None,
         "better": m.better, "improved": improved, "unit": m.unit, "description": m.description, "source": m.source,
     }
+    # What a benchmark keeps beside a value (lm-eval's standard error, the examples counted): a
+    # Metric's extra["detail"], plain JSON data, per model.
+    detail = {label: ms[name].extra["detail"] for label, ms in per_model.items()
+              if name in ms and "detail" in ms[name].extra}
+    if detail:
+        row["detail"] = detail
+    return row
 
 
 def run_benchmarks(cfg: Config, model_dir: Path, plan: list[Planned], console: Any = None) -> dict[str, Any]:
@@ -112,7 +134,7 @@ def run_benchmarks(cfg: Config, model_dir: Path, plan: list[Planned], console: A
         by_model = per[p.spec.name]
         if p.spec.summarize is not None:
             p.spec.summarize(by_model, p.data, p.params)
-        names = [m.name for m in p.spec.metrics if any(m.name in ms for ms in by_model.values())]
+        names = _shown(p.spec, by_model)
         out[p.spec.name] = {
             "description": p.spec.description,
             "source": p.spec.source,
