@@ -339,3 +339,17 @@ def test_the_recipe_runs_and_eval_writes_the_tofu_table(folder, tmp_path):
     assert "| metric | original | unlearned | retain | change | better when |" in report
     for name in ("forget_quality", "forget_truth_ratio", "model_utility", "privleak", "wf_Truth_Ratio"):
         assert f"| {name} |" in report, name
+
+
+def test_a_missing_package_is_named_before_any_model_loads(folder, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("nltk", "scipy") else real(name, *a))
+    where = {"eval.benchmarks.tofu.rouge_stemmer": "c.yaml line 9"}.get
+    with pytest.raises(UnlearnError, match=r"^c\.yaml line 9: eval\.benchmarks\.tofu\.rouge_stemmer: ROUGE with "
+                                           r"stemming needs the nltk package \(pip install nltk; or set rouge_stemmer: false\)$"):
+        T.Tofu.prepare(params(folder), where)
+    with pytest.raises(UnlearnError, match=r"retain_model: forget_quality \(the KS test\) needs the scipy package"):
+        T.Tofu.prepare(params(folder, retain_model="r", rouge_stemmer=False), lambda k: "c.yaml")
+    assert T.Tofu.prepare(params(folder, rouge_stemmer=False), where).holdout is not None

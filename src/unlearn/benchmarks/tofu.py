@@ -230,11 +230,12 @@ def min_k_auc(probe: Any, members: Sequence[Item], nonmembers: Sequence[Item]) -
     return auc(scores(members), scores(nonmembers))
 
 
-def _require(module: str, what: str, key: str, where: Any) -> None:
+def _require(module: str, what: str, key: str, where: Any, instead: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise UnlearnError(f"{where(key)}: {key}: {what} needs the {module} package (pip install {module})")
+        raise UnlearnError(f"{where(key)}: {key}: {what} needs the {module} package (pip install {module}; "
+                           f"or {instead})")
 
 
 # ---- the benchmark ------------------------------------------------------------------------------------
@@ -285,9 +286,9 @@ class Tofu:
     def prepare(params: TofuParams, where: Any) -> TofuData:
         key = "eval.benchmarks.tofu"
         if params.retain_model:
-            _require("scipy", "forget_quality (the KS test)", f"{key}.retain_model", where)
+            _require("scipy", "forget_quality (the KS test)", f"{key}.retain_model", where, "leave retain_model unset")
         if params.rouge_stemmer:
-            _require("nltk", "ROUGE with stemming", f"{key}.rouge_stemmer", where)
+            _require("nltk", "ROUGE with stemming", f"{key}.rouge_stemmer", where, "set rouge_stemmer: false")
         sets = {}
         for name, config in SETS.items():
             paraphrased = name in ("forget", "retain")
