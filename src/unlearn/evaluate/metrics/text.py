@@ -3,9 +3,11 @@ accuracy, ROUGE-L recall."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Optional, Sequence
 
+from unlearn.errors import UnlearnError
 from unlearn.evaluate.metrics.registry import Metric, SetScoring, check_lengths, mean, register_metric
 
 # --------------------------------------------------------------------------------------------
@@ -24,9 +26,29 @@ def sentence_bleu(output: str, reference: str) -> float:
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def words(text: str) -> list[str]:
-    """Lowercased alphanumeric words (the tokenizer of Google's rouge-score, without stemming)."""
-    return _WORD.findall(text.lower())
+def words(text: str, stem: bool = False) -> list[str]:
+    """Lowercased alphanumeric words (the tokenizer of Google's rouge-score); stem=True: words of
+    more than 3 characters Porter-stemmed, as rouge-score's use_stemmer=True (which open-unlearning's
+    TOFU and MUSE ROUGE use)."""
+    out = _WORD.findall(text.lower())
+    return [_stem(w) if len(w) > 3 else w for w in out] if stem else out
+
+
+@functools.lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    return porter_stemmer().stem(word)
+
+
+@functools.lru_cache(maxsize=1)
+def porter_stemmer() -> Any:
+    """nltk's PorterStemmer (default mode), the one rouge-score uses; a one-line error without nltk."""
+    try:
+        from nltk.stem import porter
+    except ImportError:
+        raise UnlearnError(
+            "ROUGE with stemming (as rouge-score's use_stemmer=True) needs nltk: pip install nltk"
+        ) from None
+    return porter.PorterStemmer()
 
 
 def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
@@ -41,10 +63,11 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
     return prev[-1]
 
 
-def rouge_l_recall_one(output: str, reference: str) -> float:
-    """LCS(output words, reference words) / number of reference words."""
-    ref = words(reference)
-    return _lcs(words(output), ref) / len(ref) if ref else 0.0
+def rouge_l_recall_one(output: str, reference: str, stem: bool = False) -> float:
+    """LCS(output words, reference words) / number of reference words (rouge-score's rougeL
+    recall; stem: with its use_stemmer=True)."""
+    ref = words(reference, stem)
+    return _lcs(words(output, stem), ref) / len(ref) if ref else 0.0
 
 
 def _normalise(text: str) -> str:
@@ -125,10 +148,10 @@ def retain_accuracy(
     return Metric(mean(hits), hits, {"rule": rule, "bleu": bleus})
 
 
-def rouge_l_recall(outputs: Sequence[str], targets: Sequence[str]) -> Metric:
+def rouge_l_recall(outputs: Sequence[str], targets: Sequence[str], stem: bool = False) -> Metric:
     """ROUGE-L recall of each target in its output, averaged (reported beside the leak rate)."""
     check_lengths(outputs, targets)
-    vals: list[Optional[float]] = [rouge_l_recall_one(o, t) for o, t in zip(outputs, targets)]
+    vals: list[Optional[float]] = [rouge_l_recall_one(o, t, stem) for o, t in zip(outputs, targets)]
     return Metric(mean(vals), vals)
 
 
