@@ -4,7 +4,10 @@ accuracy, ROUGE-L recall."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Optional, Sequence
+
+from unlearn.errors import UnlearnError
 
 from unlearn.evaluate.metrics.registry import Metric, SetScoring, check_lengths, mean, register_metric
 
@@ -24,9 +27,25 @@ def sentence_bleu(output: str, reference: str) -> float:
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def words(text: str) -> list[str]:
-    """Lowercased alphanumeric words (the tokenizer of Google's rouge-score, without stemming)."""
-    return _WORD.findall(text.lower())
+def words(text: str, stem: bool = False) -> list[str]:
+    """Lowercased alphanumeric words: the tokenizer of Google's rouge-score; stem=True also as its
+    use_stemmer=True (nltk's Porter stemmer on words of more than 3 characters)."""
+    found = _WORD.findall(text.lower())
+    return [_stem(w) if len(w) > 3 else w for w in found] if stem else found
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    try:
+        from nltk.stem import porter
+    except ImportError:
+        raise UnlearnError("ROUGE with stemming (as rouge-score's use_stemmer=True) needs nltk: pip install nltk") from None
+    return _porter(porter).stem(word)
+
+
+@lru_cache(maxsize=1)
+def _porter(porter: Any) -> Any:
+    return porter.PorterStemmer()  # rouge-score's choice: the default mode (NLTK_EXTENSIONS)
 
 
 def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
@@ -41,10 +60,21 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
     return prev[-1]
 
 
-def rouge_l_recall_one(output: str, reference: str) -> float:
+def rouge_l_scores(output: str, reference: str, *, stem: bool = False) -> tuple[float, float, float]:
+    """ROUGE-L (Lin 2004) of an output against its reference, as rouge-score's rougeL:
+    with L = LCS(output words, reference words), precision = L / |output|, recall = L / |reference|,
+    F1 = 2 P R / (P + R) (0 when either side has no words). Returns (precision, recall, F1)."""
+    out, ref = words(output, stem), words(reference, stem)
+    if not out or not ref:
+        return 0.0, 0.0, 0.0
+    lcs = _lcs(out, ref)
+    p, r = lcs / len(out), lcs / len(ref)
+    return p, r, (2 * p * r / (p + r) if p + r > 0 else 0.0)
+
+
+def rouge_l_recall_one(output: str, reference: str, *, stem: bool = False) -> float:
     """LCS(output words, reference words) / number of reference words."""
-    ref = words(reference)
-    return _lcs(words(output), ref) / len(ref) if ref else 0.0
+    return rouge_l_scores(output, reference, stem=stem)[1]
 
 
 def _normalise(text: str) -> str:
