@@ -63,11 +63,22 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
     return prev[-1]
 
 
+def rouge_l_scores(output: str, reference: str, *, stem: bool = False) -> tuple[float, float, float]:
+    """ROUGE-L (Lin 2004) of an output against its reference, as rouge-score's rougeL:
+    with L = LCS(output words, reference words), precision = L / |output|, recall = L / |reference|,
+    F1 = 2 P R / (P + R) (0 when either side has no words). Returns (precision, recall, F1)."""
+    out, ref = words(output, stem), words(reference, stem)
+    if not out or not ref:
+        return 0.0, 0.0, 0.0
+    lcs = _lcs(out, ref)
+    p, r = lcs / len(out), lcs / len(ref)
+    return p, r, (2 * p * r / (p + r) if p + r > 0 else 0.0)
+
+
 def rouge_l_recall_one(output: str, reference: str, stem: bool = False) -> float:
     """LCS(output words, reference words) / number of reference words (rouge-score's rougeL
     recall; stem: with its use_stemmer=True)."""
-    ref = words(reference, stem)
-    return _lcs(words(output, stem), ref) / len(ref) if ref else 0.0
+    return rouge_l_scores(output, reference, stem=stem)[1]
 
 
 def _normalise(text: str) -> str:
