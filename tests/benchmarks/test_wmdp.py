@@ -65,7 +65,8 @@ def test_hub_layouts_and_question_sets(tmp_path):
     assert qs[5].prompt == "In TCP, which flag opens a connection?" and qs[5].meta["choices"][3] == "SYN"
     with pytest.raises(UnlearnError, match=r"holds wmdp-bio, wmdp-cyber, bio-retain-corpus; set data\.forget\.split: NAME"):
         load(tmp_path)
-    with pytest.raises(UnlearnError, match=r"no WMDP set 'cyber-forget-corpus' in this folder .*found: wmdp-bio, wmdp-cyber, bio-retain-corpus"):
+    with pytest.raises(UnlearnError, match=r"no WMDP set 'cyber-forget-corpus' in this folder "
+                                           r".*found: wmdp-bio, wmdp-cyber, bio-retain-corpus"):
         load(tmp_path, "cyber-forget-corpus")
     with pytest.raises(UnlearnError, match=r"data\.forget\.split: 'cyber' is not a WMDP set; sets: wmdp-bio"):
         load(tmp_path, "cyber")

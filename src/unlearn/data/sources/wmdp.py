@@ -137,7 +137,8 @@ def read_mmlu(path: Path, split: str) -> list[Question]:
         for loc, rec in read_records(src, part):
             out.append(question_row(rec, f"{src} {loc}", MMLU_SCHEMA, subject=True))
     if not out:
-        raise UnlearnError(f"{path}: no MMLU {split} split here (cais/mmlu's all/{split}-*.parquet, SUBJECT/{split}-*.parquet)")
+        raise UnlearnError(f"{path}: no MMLU {split} split here (cais/mmlu's all/{split}-*.parquet, "
+                           f"SUBJECT/{split}-*.parquet)")
     return out
 
 
