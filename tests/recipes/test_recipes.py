@@ -15,7 +15,7 @@ from unlearn.recipes import FOLDER, available_recipes, find_recipe
 
 runner = CliRunner()
 PAPER_RECIPES = ["copyright", "hallucination", "harmful", "harmful-llama2-lora", "templated"]
-RECIPES = sorted(PAPER_RECIPES + ["demo", "demo_teach", "muse-news", "tofu"])
+RECIPES = sorted(PAPER_RECIPES + ["demo", "demo_teach", "muse-news", "tofu", "wmdp"])
 
 
 def cli(*args):

@@ -42,17 +42,21 @@ class ModelProbe:
         self.model, self.tokenizer, self.cfg, self.label, self.name = model, tokenizer, cfg, label, name
         self.batch_size = cfg.eval.batch_size
 
-    def encoder(self, raw: bool = False, add_eos: bool = False) -> Encoder:
+    def encoder(self, raw: bool = False, add_eos: bool = False, max_length: int | None = None) -> Encoder:
         """The training template (data.template), or plain concatenation with raw=True. No EOS by
-        default: a benchmark scores the answer's own tokens, as open-unlearning does."""
-        return Encoder(self.tokenizer, RAW if raw else self.cfg.data.template, self.cfg.data.max_length, add_eos)
+        default: a benchmark scores the answer's own tokens, as open-unlearning does. max_length:
+        tokens kept per row (None: data.max_length), for benchmarks that score at the model's context."""
+        return Encoder(self.tokenizer, RAW if raw else self.cfg.data.template,
+                       max_length or self.cfg.data.max_length, add_eos)
 
     @torch.no_grad()
-    def answer_scores(self, prompts: Sequence[str], answers: Sequence[str], *, raw: bool = False) -> list[AnswerScore]:
-        """Teacher-forced log p(answer | prompt) of each pair, in input order."""
+    def answer_scores(self, prompts: Sequence[str], answers: Sequence[str], *, raw: bool = False,
+                      max_length: int | None = None) -> list[AnswerScore]:
+        """Teacher-forced log p(answer | prompt) of each pair, in input order (rows longer than
+        max_length, default data.max_length, lose the start of their prompt)."""
         if len(prompts) != len(answers):
             raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-        enc = self.encoder(raw).encode_many(list(zip(prompts, answers)))
+        enc = self.encoder(raw, max_length=max_length).encode_many(list(zip(prompts, answers)))
         out: list[AnswerScore] = []
         for n, logits, targets, rows in response_batches(self.model, enc, self.tokenizer.pad_token_id, self.batch_size):
             lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
