@@ -289,7 +289,7 @@ def test_the_muse_news_recipe_runs_and_eval_writes_the_muse_table(muse_dir, tmp_
 
     runner = CliRunner()
     out = tmp_path / "run"
-    common = ["model.name=tiny-random-llama", "model.dtype=float32", "train.max_steps=2", "train.batch_size=2",
+    common = ["model.name=tiny-random-llama", "model.tokenizer=null", "model.dtype=float32", "train.max_steps=2", "train.batch_size=2",
               "train.grad_accum=1", "train.gradient_checkpointing=false", "data.max_length=128",
               "data.mismatch.k=2", f"data.forget.path={muse_dir}", f"data.retain.path={muse_dir}",
               f"output_dir={out}"]

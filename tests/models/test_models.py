@@ -118,3 +118,20 @@ def test_converting_the_bundled_model_leaves_the_random_state_alone(tmp_path, mo
     folder = ALIASES["smollm2-135m"]()
     assert (folder / "model.safetensors").exists() and str(folder).startswith(str(tmp_path))
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_model_tokenizer_names_where_the_tokenizer_comes_from(tmp_path, tiny):
+    """A model folder without tokenizer files (MUSE's target models) loads its tokenizer from
+    model.tokenizer; without that key it is one error naming the model."""
+    from unlearn.config import ModelConfig
+    from unlearn.errors import UnlearnError
+    from unlearn.models import load_model, load_tokenizer
+
+    model, _ = tiny
+    model.save_pretrained(tmp_path / "weights_only")
+    with pytest.raises(UnlearnError, match="weights_only"):
+        load_tokenizer(ModelConfig(name=str(tmp_path / "weights_only")))
+    cfg = ModelConfig(name=str(tmp_path / "weights_only"), tokenizer="tiny-random-llama")
+    loaded, tok = load_model(cfg)
+    assert tok.pad_token_id is not None and tok("abc")["input_ids"]
+    assert loaded.config.vocab_size == model.config.vocab_size

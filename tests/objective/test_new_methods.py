@@ -418,3 +418,27 @@ def test_each_preset_trains_one_step_on_the_tiny_model(preset):
     if preset == "pdu":  # the first step fixed epsilon at 1.1 x its retain NLL and lambda fell by 0.1 x it
         state = objective.terms[0].binding.state
         assert state.steps == 1 and state.lam == pytest.approx(100.0 - 0.1 * state.epsilon / 1.1, rel=1e-6)
+
+
+def test_pdu_dual_state_survives_a_resume(tmp_path, data_files):
+    """The dual variable and the bound are in every checkpoint and come back on --resume: without
+    that, a resumed run restarts lambda at dual_init and re-measures epsilon on a changed model."""
+    import json
+
+    from conftest import tiny_config, write_config
+    from unlearn.api import run
+
+    def saved(step):
+        state = json.loads((tmp_path / "run" / "checkpoints" / f"step-{step:07d}" / "state.json").read_text())
+        return state["loop"]["terms"]["pdu"]
+
+    cfg = tiny_config(tmp_path, data_files, objective="pdu",
+                      train={"max_steps": 3, "save_every": 1, "keep_last": 5})  # checkpoints after steps 1, 2
+    run(write_config(tmp_path / "a.yaml", cfg))
+    two = saved(2)
+    assert two["steps"] == 2 and two["epsilon"] is not None and two["lam"] != 100.0
+    cfg["train"]["max_steps"] = 4  # resumes from step 2's checkpoint, writes step 3's
+    run(write_config(tmp_path / "b.yaml", cfg), resume=True)
+    three = saved(3)
+    assert three["steps"] == 3  # counted on from the checkpoint, not from 0
+    assert three["epsilon"] == two["epsilon"]  # the bound measured at step 1, not re-measured

@@ -52,6 +52,11 @@ class ModelConfig:
         "OUTPUT_DIR/adapter). Without it, OUTPUT_DIR/model holds the adapter only.",
     )
     revision: Union[str, None] = setting(None, help="Hub revision (branch, tag or commit) to load.")
+    tokenizer: Union[str, None] = setting(
+        None,
+        help="Where the tokenizer comes from when the model's folder or repository has none (a folder, "
+        "hub id or alias; MUSE's models use meta-llama/Llama-2-7b-hf's). null: the model's own.",
+    )
     trust_remote_code: bool = setting(
         False, help="Allow model code from the model's repository to run. Off unless you trust it."
     )

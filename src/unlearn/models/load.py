@@ -236,8 +236,10 @@ def resolve_name(name: str) -> tuple[str, Any]:
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
-    """The tokenizer for cfg.name, with a pad token."""
+    """The tokenizer for cfg.name (or cfg.tokenizer, when set), with a pad token."""
     quiet_transformers()
+    if cfg.tokenizer:
+        return load_tokenizer(ModelConfig(name=cfg.tokenizer, trust_remote_code=cfg.trust_remote_code))
     kind, where = resolve_name(cfg.name)
     if kind == "alias" and where.startswith("tiny-random"):
         tok = byte_tokenizer()

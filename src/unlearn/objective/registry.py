@@ -263,6 +263,20 @@ class Objective:
             if wt.term.bind is not None:
                 wt.binding = wt.term.bind(model, **wt.params)
 
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        """What stateful terms keep across steps (PDU's dual variable), as JSON values by term name:
+        saved in every checkpoint so that a resumed run continues where it stopped."""
+        return {wt.term.name: dataclasses.asdict(wt.binding.state) for wt in self.terms
+                if wt.binding is not None and dataclasses.is_dataclass(wt.binding.state)}
+
+    def load_state_dict(self, saved: dict[str, dict[str, Any]]) -> None:
+        """Restore what state_dict() returned (after bind); terms not named keep their fresh state."""
+        for wt in self.terms:
+            values = saved.get(wt.term.name)
+            if values and wt.binding is not None and dataclasses.is_dataclass(wt.binding.state):
+                for key, value in values.items():
+                    setattr(wt.binding.state, key, value)
+
     @property
     def hidden_layers(self) -> tuple[int, ...]:
         """Decoder layers whose outputs some term reads (the fused forward then keeps them)."""

@@ -120,7 +120,8 @@ def loop(run: Run, ex: RunExit, evaluator: Evaluator | None) -> RunResult:
         on_main(accelerator, lambda: save_checkpoint(
             run.out, step, parts.inner.model, parts.optimizer, run.scheduler, cfg.train.keep_last,
             {**run.data_position, "micro_batch_index": step * cfg.train.grad_accum},
-            {"stop_crossed_at": stopper.crossed_at if stopper is not None else None, "skipped_steps": skipped}))
+            {"stop_crossed_at": stopper.crossed_at if stopper is not None else None, "skipped_steps": skipped,
+             "terms": parts.objective.state_dict()}))
 
     try:
         while step < max_steps:

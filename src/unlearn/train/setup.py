@@ -275,6 +275,7 @@ def setup(
         else:
             start_step = load_checkpoint(ckpt, inner.model, parts.optimizer, scheduler, data_position)
             resumed_loop = loop_state(ckpt)
+            objective.load_state_dict(resumed_loop.get("terms") or {})  # e.g. PDU's dual variable
             console.print(f"Resuming from {ckpt} (step {start_step})")
         if main:
             truncate_log(log_path, start_step)
