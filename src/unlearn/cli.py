@@ -229,7 +229,8 @@ def terms() -> None:
     """List the registered loss terms, their parameters and the objective presets."""
     from rich.table import Table
 
-    from unlearn.objective import PRESETS, available_terms
+    from unlearn.objective import available_terms
+    from unlearn.objective.presets import PRESETS, preset_names
 
     table = Table("term", "reads", "reference on", "what it is")
     params = Table("parameter", "type", "default", "what it does")
@@ -240,7 +241,8 @@ def terms() -> None:
     out.print(table)
     out.print(params)
     presets = Table("preset", "objective")
-    for name, weights in PRESETS.items():
+    for name in preset_names():
+        weights = PRESETS[name]
         presets.add_row(name, ", ".join(f"{k}: {v:g}" for k, v in weights.items()))
     out.print(presets)
 

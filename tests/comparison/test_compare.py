@@ -280,3 +280,16 @@ def test_compare_audit_checks_attack_names_before_anything_runs(tmp_path):
     path = make_config(tmp_path, audit={"attacks": ["nonsense"]})
     one_error_line(cli("compare", path, "--methods", "paper", "--audit"), "audit.attacks", "'nonsense'")
     assert not (tmp_path / "run").exists()
+
+
+def test_presets_registered_by_term_modules_are_methods_in_a_fresh_process():
+    """A preset that a term module registers (undial, pdu, ...) is a method of `unlearn compare`
+    before anything has imported the term modules (the CLI checks --methods first)."""
+    import subprocess
+    import sys
+
+    code = ("from unlearn.comparison import parse_methods; "
+            "print(parse_methods('paper,undial,satimp,wga,ceu,pdu'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['paper', 'undial', 'satimp', 'wga', 'ceu', 'pdu']"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 from unlearn.config import Config, config_from_dict
-from unlearn.objective.presets import PRESETS
+from unlearn.objective.presets import PRESETS, preset_names
 from unlearn.errors import UnlearnError
 
 DEFAULT_METHODS = ("paper", "ga", "graddiff", "npo", "simnpo", "idk")
@@ -17,13 +17,14 @@ def parse_methods(methods: Union[str, Sequence[str]]) -> list[str]:
     """Method names from 'paper,ga' or a list; UnlearnError for an unknown, repeated or empty one."""
     items = methods.split(",") if isinstance(methods, str) else [m for s in methods for m in str(s).split(",")]
     names = [m.strip() for m in items]
+    known = preset_names()  # the term modules' presets too (undial, pdu, ...)
     if not names or any(not m for m in names):
         raise UnlearnError(f"--methods: expected comma-separated preset names, got '{','.join(items)}'; "
-                           f"presets: {', '.join(PRESETS)}")
-    unknown = [m for m in names if m not in PRESETS]
+                           f"presets: {', '.join(known)}")
+    unknown = [m for m in names if m not in known]
     if unknown:
         raise UnlearnError(f"--methods: unknown method(s) {', '.join(unknown)}; methods (objective presets): "
-                           f"{', '.join(PRESETS)}")
+                           f"{', '.join(known)}")
     repeated = sorted({m for m in names if names.count(m) > 1})
     if repeated:
         raise UnlearnError(f"--methods: {', '.join(repeated)} given more than once")

@@ -22,7 +22,7 @@ from unlearn.config.fields import InvalidValue, as_float
 from unlearn.config.reading import YamlTooDeep, parse_yaml, read_yaml
 from unlearn.config.schema import Config
 from unlearn.errors import UnlearnError, text_problem
-from unlearn.objective.presets import DEFAULT_PRESET, PRESETS, preset_weights
+from unlearn.objective.presets import DEFAULT_PRESET, preset_names, preset_weights
 
 # --------------------------------------------------------------------------------------------
 # Building dataclasses from plain data, with type checks
@@ -211,7 +211,7 @@ def apply_override(data: dict[str, Any], override: str, origins: dict[str, str])
             if weights is None:
                 raise UnlearnError(
                     f"command line: '{override}': unknown objective preset '{preset}'; "
-                    f"presets: {', '.join(PRESETS)}"
+                    f"presets: {', '.join(preset_names())}"
                 )
             nxt = weights
             node[part] = nxt

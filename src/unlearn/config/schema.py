@@ -18,7 +18,7 @@ from unlearn.config.audit import AuditConfig
 from unlearn.config.evaluation import EvalConfig
 from unlearn.config.fields import as_float, check, setting
 from unlearn.config.sections import DataConfig, ModelConfig, TrainConfig
-from unlearn.objective.presets import DEFAULT_PRESET, PRESETS, preset_weights
+from unlearn.objective.presets import DEFAULT_PRESET, preset_names, preset_weights
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Config:
             check(
                 weights is not None,
                 "objective",
-                f"unknown preset '{self.objective}'; presets: {', '.join(PRESETS)}",
+                f"unknown preset '{self.objective}'; presets: {', '.join(preset_names())}",
             )
             self.objective = weights
         # A null weight removes a term: `objective.mismatch=null` on the command line.

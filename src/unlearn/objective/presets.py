@@ -38,6 +38,12 @@ def register_preset(name: str, weights: dict[str, float]) -> None:
     PRESETS[name] = {k: float(v) for k, v in weights.items()}
 
 
+def preset_names() -> list[str]:
+    """Every preset's name, those the term modules register included (they are imported first)."""
+    import_submodules("unlearn.objective")
+    return list(PRESETS)
+
+
 def preset_weights(name: str) -> dict[str, float] | None:
     """A copy of the preset's weights, or None when no preset has that name."""
     if name not in PRESETS:
