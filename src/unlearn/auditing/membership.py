@@ -194,3 +194,20 @@ def membership(
         }
         for name in ATTACKS
     }
+
+
+def privleak(auc_model: float, auc_reference: float) -> float | None:
+    """PrivLeak (Shi et al. 2024, MUSE; open-unlearning src/evals/metrics/privacy.py privleak), in %:
+
+        ((1 - AUC_model) - (1 - AUC_ref)) / ((1 - AUC_ref) + 1e-10) * 100
+
+    with AUC the membership AUC of forget (members) against holdout (non-members) as auc() gives it,
+    and the reference a retain-only model's (else a fixed AUC such as 0.5). 0: as private as the
+    reference; -100: the forget set is plainly seen (under-unlearned); large positive: over-unlearned.
+    open-unlearning's 1e-10 guard is kept so that values agree to the last digit; None where the
+    reference's 1 - AUC is 0 (there the guard would give a meaningless +-1e12)."""
+    ref = 1 - auc_reference
+    if ref <= 0:
+        return None
+    return ((1 - auc_model) - ref) / (ref + 1e-10) * 100
+

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence, Union
 
+from unlearn.auditing.membership import privleak  # one place for the formula (TOFU uses it too)
 from unlearn.benchmarks.registry import HIGHER, LOWER, ZERO, BenchMetric, register_benchmark
 from unlearn.config import check, setting
 from unlearn.data.sources.muse import muse_rows
@@ -93,15 +94,6 @@ def rouge_f1(outputs: Sequence[str], references: Sequence[str], stops: Sequence[
         raise ValueError(f"{len(outputs)} outputs but {len(references)} references")
     vals = [rouge_l_scores(cut_at_stop(o, stops).strip(), r.strip(), stem=True)[2] for o, r in zip(outputs, references)]
     return Metric(mean(vals), list(vals))
-
-
-def privleak(auc_model: float, auc_reference: float) -> float | None:
-    """PrivLeak (MUSE, eq. in section 3): (AUC'(model) - AUC'(reference)) / AUC'(reference) * 100 with
-    AUC' = 1 - AUC, MUSE's orientation of the membership AUC (open-unlearning privacy.privleak turns
-    its AUCs so too). 0: as private as the retain model; -100: the forget set is plainly seen
-    (under-unlearned); large positive: over-unlearned. None when AUC'(reference) is 0."""
-    model, ref = 1 - auc_model, 1 - auc_reference
-    return None if ref <= 0 else (model - ref) / ref * 100
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 from unlearn.benchmarks.registry import HIGHER, LOWER, ONE, ZERO, BenchMetric, register_benchmark
 from unlearn.config import check, setting
 from unlearn.data.sources.tofu import HOLDOUT_OF, answer_list, string_field, tofu_rows
+from unlearn.auditing.membership import privleak  # one place for the formula (MUSE uses it too)
 from unlearn.errors import UnlearnError
 from unlearn.evaluate.metrics.registry import Metric, mean
 
@@ -90,12 +91,6 @@ def ks_pvalue(model_ratios: Sequence[float], retain_ratios: Sequence[float]) -> 
     from scipy.stats import ks_2samp
 
     return float(ks_2samp(list(model_ratios), list(retain_ratios)).pvalue)
-
-
-def privleak(auc: float, reference_auc: float) -> float:
-    """Relative MIA AUC gap in %: ((1 - auc) - (1 - ref)) / ((1 - ref) + 1e-10) * 100; 0 means the
-    forget set is as recognisable as it is to the retain model (privacy.py privleak)."""
-    return ((1 - auc) - (1 - reference_auc)) / ((1 - reference_auc) + EPS) * 100
 
 
 # ---- parameters and data --------------------------------------------------------------------------

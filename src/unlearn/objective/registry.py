@@ -33,6 +33,7 @@ config is used (`unlearn compare` imports such modules in each method's process)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -72,9 +73,10 @@ class Term:
         doc = inspect.getdoc(self.fn) or ""
         return doc.splitlines()[0] if doc else ""
 
-    @property
+    @functools.cached_property
     def stateful(self) -> bool:
-        """Whether the function takes `state` (its Binding's mutable state, kept across steps)."""
+        """Whether the function takes `state` (its Binding's mutable state, kept across steps);
+        asked once per term, not on every step."""
         return STATE in inspect.signature(self.fn).parameters
 
     @property
