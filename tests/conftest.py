@@ -142,3 +142,46 @@ def plugin_module(tmp_path: Path, monkeypatch):
         e.update(before)
     for name in written:
         sys.modules.pop(name, None)
+
+
+class RowCache:
+    """ScriptedLM's KV cache: each batch row's prompt (unpadded) and the tokens fed after it."""
+
+    def __init__(self, prompts: list[list[int]]):
+        self.rows = [(p, []) for p in prompts]
+
+    def batch_select_indices(self, index) -> None:
+        self.rows = [self.rows[i] for i in index.tolist()]
+
+
+
+def scripted_lm(script, vocab: int):
+    """A causal-LM stand-in for unlearn.evaluate.generate.decode: the next token of a row is
+    `script(prompt ids, tokens generated so far)`. Its cache keeps each row's tokens, so a row that
+    leaves the batch takes its history with it; `.batch_sizes` records every forward's rows."""
+    from types import SimpleNamespace
+
+    import torch
+
+    class ScriptedLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))  # generate() asks for the device
+            self.batch_sizes: list[int] = []
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=True, cache=None,
+                    logits_to_keep=0):
+            if cache is None:
+                cache = RowCache([[t for t, m in zip(r, mr) if m]
+                                  for r, mr in zip(input_ids.tolist(), attention_mask.tolist())])
+            else:
+                assert len(cache.rows) == input_ids.shape[0] == attention_mask.shape[0] == position_ids.shape[0]
+                for (_, new), t in zip(cache.rows, input_ids[:, -1].tolist()):
+                    new.append(t)
+            self.batch_sizes.append(input_ids.shape[0])
+            logits = torch.full((input_ids.shape[0], 1, vocab), -1e4)
+            for b, (prompt, new) in enumerate(cache.rows):
+                logits[b, 0, script(prompt, new)] = 0.0
+            return SimpleNamespace(logits=logits, past_key_values=cache)
+
+    return ScriptedLM()

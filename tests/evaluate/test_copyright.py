@@ -6,9 +6,8 @@ target's length as the forget side's extraction leak rate does.
 """
 
 import pytest
-import torch
 
-from conftest import tiny_config, write_config
+from conftest import scripted_lm, tiny_config, write_config
 from unlearn.config import load_config
 from unlearn.evaluate import run
 from unlearn.evaluate.metrics import SetScoring, extraction_leak_rate, get_metric
@@ -17,27 +16,20 @@ from unlearn.evaluate.sets import EvalItem, EvalSet
 CONTINUATION = " walked away from the house"
 
 
-class Continues(torch.nn.Module):
-    """A 'model' that continues every prompt with the same tokens."""
-
-    def __init__(self, ids):
-        super().__init__()
-        self.ids = torch.tensor(ids)
-        self.weight = torch.nn.Parameter(torch.zeros(1))  # generate() asks for the device
-
-    def generate(self, input_ids, attention_mask=None, generation_config=None, **kw):
-        return torch.cat([input_ids, self.ids.expand(input_ids.shape[0], -1)], dim=1)
+def continues(ids, tok):
+    """A 'model' that continues every prompt with the same tokens, then ends."""
+    return scripted_lm(lambda prompt, new: ids[len(new)] if len(new) < len(ids) else tok.eos_token_id, len(tok))
 
 
 @pytest.fixture
 def cfg(tmp_path, data_files):
-    return load_config(write_config(tmp_path / "c.yaml", tiny_config(tmp_path, data_files)), ["eval.max_new_tokens=8"])
+    return load_config(write_config(tmp_path / "c.yaml", tiny_config(tmp_path, data_files)), ["eval.max_new_tokens=40"])
 
 
 def test_fluency_reads_a_text_continuation_as_generated(cfg, tiny, monkeypatch):
     _, tok = tiny
     assert tok(CONTINUATION, add_special_tokens=False)["input_ids"][0] == tok(" ", add_special_tokens=False)["input_ids"][0]
-    model = Continues(tok(CONTINUATION, add_special_tokens=False)["input_ids"])
+    model = continues(tok(CONTINUATION, add_special_tokens=False)["input_ids"], tok)
     sets = {"forget": EvalSet("forget", "book", kind="text", items=[EvalItem("the boy", CONTINUATION, where="b line 1")])}
     seen = []
 

@@ -1,5 +1,10 @@
 """Batched generation for evaluation: left padding, prompts sorted by length, KV cache, greedy by default.
 
+`decode` is the loop: transformers' `generate` computes every row of a batch until the last one
+stops; `decode` drops a row from the batch (and its KV cache) the step it stops, so a batch whose
+outputs end early costs what its unfinished rows cost. Greedy outputs are the ones `generate` gives
+(tests/evaluate/test_generate.py compares the two token for token).
+
 Prompts are rendered exactly as in training (`Encoder.prompt_text`), and tokenized the way the
 Encoder tokenizes them, so evaluation asks the model what training taught it to answer. Generation
 stops at EOS, at the chat template's end-of-turn token, and at the template's next-prompt marker
@@ -8,6 +13,7 @@ stops at EOS, at the chat template's end-of-turn token, and at the template's ne
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -124,24 +130,12 @@ def generate(
     wrote (fluency reads it so). `prefills`: text each answer is forced to start with (not part of
     the returned output). `progress(n)` is called with the number of prompts done per batch.
     """
-    from transformers import GenerationConfig
-
     if not prompts:
         return []
     tok = encoder.tokenizer
     ids = prompt_ids(encoder, prompts, settings.max_prompt_tokens, raw, prefills)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
     stops = [] if raw else stop_strings(encoder)
-    gen_cfg = GenerationConfig(
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=settings.do_sample,
-        temperature=settings.temperature if settings.do_sample else None,
-        top_p=settings.top_p if settings.do_sample else None,
-        top_k=None,
-        eos_token_id=end_of_turn_ids(encoder) or None,
-        pad_token_id=tok.pad_token_id,
-        use_cache=True,
-    )
+    eos = end_of_turn_ids(encoder)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -149,27 +143,192 @@ def generate(
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     try:
-        for start in range(0, len(order), settings.batch_size):
-            chunk = order[start : start + settings.batch_size]
-            width = max(len(ids[i]) for i in chunk)
+        for chunk in batches(ids, settings.batch_size):
+            shared = common_prefix(ids, chunk)
+            rows = [ids[i][shared:] for i in chunk]
+            width = max(len(r) for r in rows)
             input_ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, i in enumerate(chunk):  # left padding: the prompt ends where generation starts
-                n = len(ids[i])
-                input_ids[r, width - n :] = torch.tensor(ids[i])
-                mask[r, width - n :] = 1
-            kwargs: dict[str, Any] = {}
+            for r, row in enumerate(rows):  # left padding: the prompt ends where generation starts
+                input_ids[r, width - len(row) :] = torch.tensor(row)
+                mask[r, width - len(row) :] = 1
+            stopped = None
             if stops:
-                kwargs.update(stop_strings=stops, tokenizer=tok)
-            out = model.generate(
-                input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                generation_config=gen_cfg, **kwargs,
-            )
-            new = out[:, width:]
+                def stopped(new: list[int]) -> bool:
+                    return any(s in tok.decode(new, skip_special_tokens=True) for s in stops)
+            prefix = torch.tensor(ids[chunk[0]][:shared], device=device) if shared else None
+            new = decode(model, input_ids.to(device), mask.to(device), settings, eos_ids=eos, stopped=stopped,
+                         prefix=prefix)
             for r, i in enumerate(chunk):
-                outputs[i] = decode_output(tok, ids[i], new[r].tolist(), raw, stops)
+                outputs[i] = decode_output(tok, ids[i], new[r], raw, stops)
             if progress is not None:
                 progress(len(chunk))
     finally:
         model.train(was_training)
     return outputs
+
+
+SHARED_PREFIX = 32  # tokens: rows that begin alike for this long are batched together, the prefix computed once
+
+
+def batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Row indices in batches. Rows whose first SHARED_PREFIX tokens are equal (one jailbreak
+    around many questions, one few-shot context, a chat template's system prompt) form a group
+    whose batches hold only its rows; every group, and the other rows, go longest first (least
+    padding)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, row in enumerate(ids):
+        if len(row) > SHARED_PREFIX:
+            groups.setdefault(tuple(row[:SHARED_PREFIX]), []).append(i)
+    together = [g for g in groups.values() if len(g) > 1]
+    grouped = {i for g in together for i in g}
+    out = []
+    for rows in [[i for i in range(len(ids)) if i not in grouped], *together]:
+        rows = sorted(rows, key=lambda i: len(ids[i]), reverse=True)
+        out.extend(rows[s : s + batch_size] for s in range(0, len(rows), batch_size))
+    return out
+
+
+def common_prefix(ids: Sequence[Sequence[int]], rows: Sequence[int]) -> int:
+    """How many first tokens every row of `rows` shares, if at least SHARED_PREFIX (else 0); at
+    least one token of each row is left after it (the row's first forward)."""
+    first = ids[rows[0]]
+    n = min(len(ids[i]) for i in rows) - 1
+    for i in rows[1:]:
+        row = ids[i]
+        k = 0
+        while k < n and row[k] == first[k]:
+            k += 1
+        n = k
+    return n if n >= SHARED_PREFIX and len(rows) > 1 else 0
+
+
+@dataclass
+class _Forward:
+    """What a causal LM's forward takes: transformers 5 renamed `past_key_values` to `cache`; a
+    peft model passes both on to the model it wraps, so its base model's forward is read."""
+
+    cache: str
+    logits_to_keep: bool
+    position_ids: bool
+
+    @classmethod
+    def of(cls, model: Any) -> "_Forward":
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(base.forward).parameters
+        return cls("cache" if "cache" in params else "past_key_values", "logits_to_keep" in params,
+                   "position_ids" in params)
+
+    def __call__(self, model: Any, ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor,
+                 cache: Any) -> tuple[torch.Tensor, Any]:
+        """(the last position's logits in float32, the KV cache after this forward)."""
+        kwargs: dict[str, Any] = {self.cache: cache} if cache is not None else {}
+        if self.logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        if self.position_ids:
+            kwargs["position_ids"] = position
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True, **kwargs)
+        cache = getattr(out, "cache", None)
+        return out.logits[:, -1, :].float(), (out.past_key_values if cache is None else cache)
+
+
+def _sampler(settings: GenerationSettings) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Next tokens from the last position's logits: argmax, or transformers' temperature and top-p
+    warpers and a draw (do_sample)."""
+    if not settings.do_sample:
+        return lambda logits: logits.argmax(-1)
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warpers = LogitsProcessorList()
+    if settings.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(settings.temperature))
+    if settings.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(settings.top_p))
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(warpers(None, logits), dim=-1)
+        return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+    return draw
+
+
+@torch.no_grad()
+def decode(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    settings: GenerationSettings,
+    *,
+    eos_ids: Sequence[int] = (),
+    stopped: Optional[Callable[[list[int]], bool]] = None,
+    prefix: Optional[torch.Tensor] = None,
+) -> list[list[int]]:
+    """The new tokens of each left-padded row, up to and including the token that ends it (one of
+    `eos_ids`, the token after which `stopped(new tokens)` is true, or the max_new_tokens-th).
+
+    A row leaves the batch the step it ends: its row of the KV cache goes
+    (`Cache.batch_select_indices`), so later steps compute only the rows still going. Positions
+    are counted from the attention mask as transformers' generate counts them (left padding), so
+    greedy outputs are the ones it gives. A cache without batch_select_indices keeps every row to
+    the end, as generate does.
+
+    `prefix`: tokens that come before every row (which then holds only the rest of its prompt). The
+    prefix is computed once and its KV cache repeated for every row; a row's padding then sits
+    between the prefix and its own tokens, masked out, and positions still count only real tokens,
+    so each row's outputs are those of its whole prompt."""
+    forward = _Forward.of(model)
+    pick = _sampler(settings)
+    eos = set(eos_ids)
+    n = input_ids.shape[0]
+    new: list[list[int]] = [[] for _ in range(n)]
+    rows = list(range(n))  # the output row of each batch row
+    finished = [False] * n  # only used where the cache cannot drop rows
+    mask, cache, step_ids = attention_mask, None, input_ids
+    if prefix is not None and prefix.numel():
+        mask = torch.cat([mask.new_ones((n, prefix.numel())), mask], dim=1)
+        cache = _prefix_cache(model, forward, prefix, n)
+        if cache is None:  # a cache that cannot be repeated: each row runs whole, padded after the prefix
+            step_ids = torch.cat([prefix[None].expand(n, -1), input_ids], dim=1)
+    position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -step_ids.shape[1]:]
+    for _ in range(settings.max_new_tokens):
+        logits, cache = forward(model, step_ids, mask, position, cache)
+        next_ids = pick(logits)
+        keep = []
+        for b, (row, token) in enumerate(zip(rows, next_ids.tolist())):
+            if finished[row]:
+                continue
+            new[row].append(token)
+            ends = (token in eos or len(new[row]) >= settings.max_new_tokens
+                    or (stopped is not None and stopped(new[row])))
+            if ends:
+                finished[row] = True
+            else:
+                keep.append(b)
+        if not keep:
+            break
+        if len(keep) < len(rows) and hasattr(cache, "batch_select_indices"):
+            index = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(index)
+            rows = [rows[b] for b in keep]
+            mask, position, next_ids = mask[index], position[index], next_ids[index]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        position = position[:, -1:] + 1
+        step_ids = next_ids.unsqueeze(1)
+    return new
+
+
+def _prefix_cache(model: Any, forward: _Forward, prefix: torch.Tensor, rows: int) -> Any:
+    """The KV cache of `prefix` (one forward of one row), repeated for `rows` rows; None where the
+    cache cannot be repeated, or the model takes no positions (the rows then run whole)."""
+    if not forward.position_ids:
+        return None
+    _, cache = forward(model, prefix[None], torch.ones_like(prefix)[None],
+                       torch.arange(prefix.numel(), device=prefix.device)[None], None)
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(rows)
+    return cache
