@@ -115,12 +115,14 @@ def test_a_shared_prefix_is_computed_once_and_changes_no_output(varied):
 
 
 def test_rows_that_begin_alike_are_batched_together():
-    same = [1] * 40
-    rows = [same + [2], [5, 6], same + [3, 4, 5], [7] * 50, same + [9], [8, 9, 10]]
+    n = SHARED_PREFIX + 8
+    same = [1] * n
+    rows = [same + [2], [5, 6], same + [3, 4, 5], [7] * (n + 10), same + [9], [8, 9, 10]]
     assert batches(rows, 2) == [[3, 5], [1], [2, 0], [4]]  # the others by length, then the group
-    assert common_prefix(rows, [2, 0]) == 40 and common_prefix(rows, [2, 0, 4]) == 40
+    assert common_prefix(rows, [2, 0]) == n and common_prefix(rows, [2, 0, 4]) == n
     assert common_prefix(rows, [4]) == 0 and common_prefix(rows, [3, 5]) == 0
-    assert common_prefix([[1] * 10 + [2], [1] * 10 + [3]], [0, 1]) == 0  # shorter than SHARED_PREFIX: not worth it
+    short = [1] * (SHARED_PREFIX - 1)
+    assert common_prefix([short + [2], short + [3]], [0, 1]) == 0  # shorter than SHARED_PREFIX: not worth it
 
 
 def test_sampling_with_a_tiny_top_p_is_greedy(varied):

@@ -168,7 +168,9 @@ def generate(
     return outputs
 
 
-SHARED_PREFIX = 32  # tokens: rows that begin alike for this long are batched together, the prefix computed once
+# Dropping rows copies the whole KV cache: done once an eighth of the batch has ended, not for each row.
+DROP_EVERY = 8
+SHARED_PREFIX = 64  # tokens: rows that begin alike for this long are batched together, the prefix computed once
 
 
 def batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
@@ -270,8 +272,9 @@ def decode(
     """The new tokens of each left-padded row, up to and including the token that ends it (one of
     `eos_ids`, the token after which `stopped(new tokens)` is true, or the max_new_tokens-th).
 
-    A row leaves the batch the step it ends: its row of the KV cache goes
-    (`Cache.batch_select_indices`), so later steps compute only the rows still going. Positions
+    Rows that have ended leave the batch (their rows of the KV cache go: `Cache.
+    batch_select_indices`) once they are an eighth of it (DROP_EVERY; each drop copies the cache),
+    so later steps compute mostly the rows still going. Positions
     are counted from the attention mask as transformers' generate counts them (left padding), so
     greedy outputs are the ones it gives. A cache without batch_select_indices keeps every row to
     the end, as generate does.
@@ -310,7 +313,7 @@ def decode(
                 keep.append(b)
         if not keep:
             break
-        if len(keep) < len(rows) and hasattr(cache, "batch_select_indices"):
+        if (len(rows) - len(keep)) * DROP_EVERY >= len(rows) and hasattr(cache, "batch_select_indices"):
             index = torch.tensor(keep, device=mask.device)
             cache.batch_select_indices(index)
             rows = [rows[b] for b in keep]
