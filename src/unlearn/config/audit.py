@@ -34,7 +34,8 @@ class AuditConfig:
     batch_size: int = setting(
         64,
         help="Prompts generated together. The audit asks many prompts at once (every prompt attack's "
-        "rewrites in one pass, sorted by length): larger batches than eval.batch_size pay off.",
+        "rewrites in one pass, sorted by length): larger batches than eval.batch_size pay off (the "
+        "demo's jailbreak rewrites, one run each: 129 s at 128, 154 s at 64).",
     )
     retain_limit: Union[int, None] = setting(
         24,
