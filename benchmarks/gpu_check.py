@@ -14,7 +14,7 @@ runs out of memory or out of time is recorded as such and the next one runs):
     step-llama-2-7b-lora   the same, Llama-2-7B-shaped, LoRA
     model                  a random-init OPT-1.3B-shaped model saved as a folder (for the phases below)
     ddp, fsdp              `unlearn run` under recipes/accelerate/{ddp,fsdp}.yaml, one process
-    eval-hf                greedy generation with unlearn.evaluate.generate.generate (the evaluation's own)
+    eval-hf                greedy generation with unlearn.evaluate.generate (the evaluation's own decoding loop)
     eval-vllm              the same prompt ids through vllm.LLM; the two backends' agreement
     step-llama-2-7b-full   Llama-2-7B-shaped full fine-tune: about 126 GB of weights, fp32 master
                            weights, gradients and AdamW state before activations; last, because it may
@@ -76,7 +76,7 @@ PHASES = [
     Phase("model", "random-init OPT-1.3B-shaped model folder", 30, 60),
     Phase("ddp", "unlearn run, DDP recipe, 1 process", 50, 120, needs=("model",)),
     Phase("fsdp", "unlearn run, FSDP2 recipe, 1 process", 50, 60, needs=("model",)),
-    Phase("eval-hf", "evaluation generation: HF generate (unlearn.evaluate.generate)", 45, 90, needs=("model",)),
+    Phase("eval-hf", "evaluation generation: HF model, unlearn.evaluate.generate's loop", 45, 90, needs=("model",)),
     Phase("eval-vllm", "evaluation generation: vLLM", 80, 60, needs=("model",)),
     Phase("step-llama-2-7b-full", "unlearning step, Llama-2-7B shape: full FT (may not fit)", 50, 90),
 ]
@@ -591,37 +591,6 @@ def eval_prompts(n: int) -> list[str]:
             for i in range(n)]
 
 
-class Recorder:
-    """The model as unlearn.evaluate.generate.generate sees it, recording the new token ids of each
-    row (keyed by its unpadded prompt ids) so that they can be counted and compared with vLLM's."""
-
-    def __init__(self, model: Any, eos: set[int]):
-        self.model, self.eos = model, eos
-        self.rows: dict[tuple[int, ...], tuple[list[int], bool]] = {}
-
-    @property
-    def training(self) -> bool:
-        return self.model.training
-
-    def eval(self) -> "Recorder":
-        self.model.eval()
-        return self
-
-    def train(self, mode: bool = True) -> "Recorder":
-        self.model.train(mode)
-        return self
-
-    def parameters(self) -> Any:
-        return self.model.parameters()
-
-    def generate(self, *, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        width = input_ids.shape[1]
-        for ids, mask, new in zip(input_ids.tolist(), attention_mask.tolist(), out[:, width:].tolist()):
-            self.rows[tuple(t for t, m in zip(ids, mask) if m)] = until_eos(new, self.eos)
-        return out
-
-
 def eval_setup(a: argparse.Namespace, work: Path, tok: Any) -> tuple[Any, list[str], Any, list[list[int]], set[int]]:
     from unlearn.data import Encoder
     from unlearn.evaluate.generate import GenerationSettings, end_of_turn_ids, prompt_ids
@@ -638,7 +607,7 @@ def phase_eval_hf(a: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     import common
     from unlearn.config import ModelConfig
-    from unlearn.evaluate.generate import generate
+    from unlearn.evaluate.generate import decode_output, generate_ids, stop_strings
     from unlearn.models import load_model
 
     t = time.perf_counter()
@@ -646,20 +615,20 @@ def phase_eval_hf(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     model.to(common.device())
     load_s = time.perf_counter() - t
     encoder, prompts, settings, ids, eos = eval_setup(a, work, tok)
-    rec_model = Recorder(model, eos)
-    generate(rec_model, encoder, prompts[: settings.batch_size], replace(settings, max_new_tokens=4))  # warm-up
-    seconds, texts = [], []
+    stops = stop_strings(encoder)
+    generate_ids(model, encoder, prompts[: settings.batch_size], replace(settings, max_new_tokens=4))  # warm-up
+    seconds, texts, new = [], [], []
     for _ in range(2):
-        rec_model.rows.clear()
         common.sync()
         t = time.perf_counter()
-        texts = generate(rec_model, encoder, prompts, settings)
+        got, new = generate_ids(model, encoder, prompts, settings)  # what generate() decodes, decoded alike
+        texts = [decode_output(tok, p, n, False, stops) for p, n in zip(got, new)]
         common.sync()
         seconds.append(time.perf_counter() - t)
-    rows = [rec_model.rows[tuple(x)] for x in ids]
+    rows = [until_eos(n, eos) for n in new]
     new_tokens = sum(len(r) + done for r, done in rows)
     med = statistics.median(seconds)
-    return {"status": "ok", "backend": "hf", "function": "unlearn.evaluate.generate.generate",
+    return {"status": "ok", "backend": "hf", "function": "unlearn.evaluate.generate.generate_ids",
             "dtype": dtype_name(a.dry_run), "prompts": len(prompts), "max_new_tokens": settings.max_new_tokens,
             "batch_size": settings.batch_size, "load_s": round(load_s, 2), "run_seconds": seconds, "median_s": med,
             "new_tokens": new_tokens, "tokens_per_s": new_tokens / med, "finished_at_eos": sum(d for _, d in rows),
@@ -824,8 +793,8 @@ def markdown(data: dict[str, Any]) -> str:
                          fmt(r["tokens_per_s"], ".0f"),
                          f"engine start {r['init_s']:.0f} s" if "init_s" in r else f"model load {r['load_s']:.1f} s"])
         lines += ["", "Evaluation generation, greedy, the saved random-init model, the same prompt token ids "
-                      "(qa template); HF is `unlearn.evaluate.generate.generate` (batches of "
-                      f"{evals[0][1].get('batch_size', '?')}, left-padded, sorted); median of 2 runs after a warm-up:",
+                      "(qa template); HF is the evaluation's own decoding loop, `unlearn.evaluate.generate` (batches of "
+                      f"{evals[0][1].get('batch_size', '?')}, left-padded, sorted, ended rows dropped); median of 2 runs after a warm-up:",
                   "", common_table(["backend", "status", "prompts", "new tokens", "s", "tokens/s", "note"], rows)]
         ag = data.get("eval_agreement")
         if ag:

@@ -140,26 +140,24 @@ def test_run_log_rates_leave_out_the_first_step():
     assert gpu_check.median_step_seconds([])["median_step_s"] is None
 
 
-def test_recorder_rows_are_the_outputs_generate_returns(tiny):
-    """The HF phase counts and compares the token ids it records around the evaluation's own
-    generate(): each prompt's recorded ids, decoded as generate decodes, are the text it returned."""
+def test_the_hf_phase_counts_the_ids_generate_decodes(tiny):
+    """The HF phase counts and compares the token ids of generate_ids: each prompt's ids, decoded
+    as generate decodes them, are the text generate returns; a row that ended at EOS ends there."""
     from unlearn.data import Encoder
-    from unlearn.evaluate.generate import GenerationSettings, cut_at_stop, generate, prompt_ids, stop_strings
+    from unlearn.evaluate.generate import GenerationSettings, cut_at_stop, generate, generate_ids, prompt_ids, stop_strings
 
     model, tok = tiny
     encoder = Encoder(tok, "qa", 256)
     prompts = gpu_check.eval_prompts(30)
-    assert len(set(prompts)) == 30  # distinct: rows are keyed by their prompt ids
+    assert len(set(prompts)) == 30
     settings = GenerationSettings(max_new_tokens=6, batch_size=4)
-    rec = gpu_check.Recorder(model, {tok.eos_token_id})
-    texts = generate(rec, encoder, prompts[:9], settings)
-    assert texts == generate(model, encoder, prompts[:9], settings)
-    ids = prompt_ids(encoder, prompts[:9], settings.max_prompt_tokens)
-    assert len(rec.rows) == 9
-    for p, text in zip(ids, texts):
-        row, _ = rec.rows[tuple(p)]
-        assert len(row) <= 6
-        assert cut_at_stop(tok.decode(row, skip_special_tokens=True), stop_strings(encoder)).strip() == text
+    ids, new = generate_ids(model, encoder, prompts[:9], settings)
+    texts = generate(model, encoder, prompts[:9], settings)
+    assert ids == prompt_ids(encoder, prompts[:9], settings.max_prompt_tokens)
+    for row, text in zip(new, texts):
+        kept, at_eos = gpu_check.until_eos(row, {tok.eos_token_id})
+        assert len(row) <= 6 and (not at_eos or row[-1] == tok.eos_token_id)
+        assert cut_at_stop(tok.decode(kept, skip_special_tokens=True), stop_strings(encoder)).strip() == text
 
 
 def test_launch_command_is_the_documented_one(tmp_path):

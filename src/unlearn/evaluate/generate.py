@@ -1,8 +1,9 @@
 """Batched generation for evaluation: left padding, prompts sorted by length, KV cache, greedy by default.
 
 `decode` is the loop: transformers' `generate` computes every row of a batch until the last one
-stops; `decode` drops a row from the batch (and its KV cache) the step it stops, so a batch whose
-outputs end early costs what its unfinished rows cost. Greedy outputs are the ones `generate` gives
+stops; `decode` takes rows that have ended out of the batch (and its KV cache), so a batch whose
+outputs end early costs about what its unfinished rows cost, and computes a long prefix that all
+rows of a batch share once. Greedy outputs are the ones `generate` gives
 (tests/evaluate/test_generate.py compares the two token for token).
 
 Prompts are rendered exactly as in training (`Encoder.prompt_text`), and tokenized the way the
@@ -130,8 +131,26 @@ def generate(
     wrote (fluency reads it so). `prefills`: text each answer is forced to start with (not part of
     the returned output). `progress(n)` is called with the number of prompts done per batch.
     """
+    ids, new = generate_ids(model, encoder, prompts, settings, raw=raw, prefills=prefills, progress=progress)
+    stops = [] if raw else stop_strings(encoder)
+    return [decode_output(encoder.tokenizer, p, n, raw, stops) for p, n in zip(ids, new)]
+
+
+@torch.no_grad()
+def generate_ids(
+    model: Any,
+    encoder: Encoder,
+    prompts: Sequence[str],
+    settings: GenerationSettings,
+    *,
+    raw: bool = False,
+    prefills: Optional[Sequence[str]] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """(each prompt's token ids, the token ids generated after it, the token that ended it
+    included): what `generate` decodes; in input order."""
     if not prompts:
-        return []
+        return [], []
     tok = encoder.tokenizer
     ids = prompt_ids(encoder, prompts, settings.max_prompt_tokens, raw, prefills)
     stops = [] if raw else stop_strings(encoder)
@@ -139,7 +158,11 @@ def generate(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    outputs: list[str] = [""] * len(ids)
+    outputs: list[list[int]] = [[] for _ in ids]
+
+    def stopped(new: list[int]) -> bool:
+        return any(s in tok.decode(new, skip_special_tokens=True) for s in stops)
+
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     try:
@@ -152,20 +175,16 @@ def generate(
             for r, row in enumerate(rows):  # left padding: the prompt ends where generation starts
                 input_ids[r, width - len(row) :] = torch.tensor(row)
                 mask[r, width - len(row) :] = 1
-            stopped = None
-            if stops:
-                def stopped(new: list[int]) -> bool:
-                    return any(s in tok.decode(new, skip_special_tokens=True) for s in stops)
             prefix = torch.tensor(ids[chunk[0]][:shared], device=device) if shared else None
-            new = decode(model, input_ids.to(device), mask.to(device), settings, eos_ids=eos, stopped=stopped,
-                         prefix=prefix)
+            new = decode(model, input_ids.to(device), mask.to(device), settings, eos_ids=eos,
+                         stopped=stopped if stops else None, prefix=prefix)
             for r, i in enumerate(chunk):
-                outputs[i] = decode_output(tok, ids[i], new[r], raw, stops)
+                outputs[i] = new[r]
             if progress is not None:
                 progress(len(chunk))
     finally:
         model.train(was_training)
-    return outputs
+    return ids, outputs
 
 
 # Dropping rows copies the whole KV cache: done once an eighth of the batch has ended, not for each row.
@@ -272,12 +291,11 @@ def decode(
     """The new tokens of each left-padded row, up to and including the token that ends it (one of
     `eos_ids`, the token after which `stopped(new tokens)` is true, or the max_new_tokens-th).
 
-    Rows that have ended leave the batch (their rows of the KV cache go: `Cache.
-    batch_select_indices`) once they are an eighth of it (DROP_EVERY; each drop copies the cache),
-    so later steps compute mostly the rows still going. Positions
-    are counted from the attention mask as transformers' generate counts them (left padding), so
-    greedy outputs are the ones it gives. A cache without batch_select_indices keeps every row to
-    the end, as generate does.
+    Rows that have ended leave the batch, and their rows of the KV cache go
+    (`Cache.batch_select_indices`), once they are an eighth of it (DROP_EVERY; each drop copies the
+    cache), so later steps compute mostly the rows still going. Positions are counted from the
+    attention mask as transformers' generate counts them (left padding), so greedy outputs are the
+    ones it gives. A cache without batch_select_indices keeps every row to the end, as generate does.
 
     `prefix`: tokens that come before every row (which then holds only the rest of its prompt). The
     prefix is computed once and its KV cache repeated for every row; a row's padding then sits
@@ -289,7 +307,7 @@ def decode(
     n = input_ids.shape[0]
     new: list[list[int]] = [[] for _ in range(n)]
     rows = list(range(n))  # the output row of each batch row
-    finished = [False] * n  # only used where the cache cannot drop rows
+    finished = [False] * n  # ended, by output row (an ended row may still be in the batch)
     mask, cache, step_ids = attention_mask, None, input_ids
     if prefix is not None and prefix.numel():
         mask = torch.cat([mask.new_ones((n, prefix.numel())), mask], dim=1)
