@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from unlearn.data.encode import Encoder
 
@@ -166,22 +167,13 @@ def generate_ids(
     if settings.do_sample:
         torch.manual_seed(settings.seed)
     try:
-        for chunk in batches(ids, settings.batch_size):
-            shared = common_prefix(ids, chunk)
-            rows = [ids[i][shared:] for i in chunk]
-            width = max(len(r) for r in rows)
-            input_ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, row in enumerate(rows):  # left padding: the prompt ends where generation starts
-                input_ids[r, width - len(row) :] = torch.tensor(row)
-                mask[r, width - len(row) :] = 1
-            prefix = torch.tensor(ids[chunk[0]][:shared], device=device) if shared else None
-            new = decode(model, input_ids.to(device), mask.to(device), settings, eos_ids=eos,
-                         stopped=stopped if stops else None, prefix=prefix)
-            for r, i in enumerate(chunk):
-                outputs[i] = new[r]
+        for batch in batches(ids, settings.batch_size):
+            parts = [part_of(ids, rows, tok.pad_token_id, device) for rows in batch]
+            new = decode(model, parts, settings, eos_ids=eos, stopped=stopped if stops else None)
+            for i, n in zip([i for rows in batch for i in rows], new):
+                outputs[i] = n
             if progress is not None:
-                progress(len(chunk))
+                progress(sum(len(rows) for rows in batch))
     finally:
         model.train(was_training)
     return ids, outputs
@@ -189,24 +181,40 @@ def generate_ids(
 
 # Dropping rows copies the whole KV cache: done once an eighth of the batch has ended, not for each row.
 DROP_EVERY = 8
-SHARED_PREFIX = 64  # tokens: rows that begin alike for this long are batched together, the prefix computed once
+SHARED_PREFIX = 32  # tokens: rows that begin alike for this long share one computation of the prefix
 
 
-def batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Row indices in batches. Rows whose first SHARED_PREFIX tokens are equal (one jailbreak
-    around many questions, one few-shot context, a chat template's system prompt) form a group
-    whose batches hold only its rows; every group, and the other rows, go longest first (least
-    padding)."""
+def batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[list[int]]]:
+    """Batches of at most batch_size rows, each a list of parts (lists of row indices) prefilled
+    apart and decoded together. Rows whose first SHARED_PREFIX tokens are equal (one jailbreak
+    around many questions, one few-shot context, a chat template's system prompt) form a group,
+    longest first, in parts of its own (its prefix then computed once); groups go into batches
+    first-fit, largest first, and the other rows, longest first, fill the room left, one part per
+    batch."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, row in enumerate(ids):
         if len(row) > SHARED_PREFIX:
             groups.setdefault(tuple(row[:SHARED_PREFIX]), []).append(i)
     together = [g for g in groups.values() if len(g) > 1]
     grouped = {i for g in together for i in g}
-    out = []
-    for rows in [[i for i in range(len(ids)) if i not in grouped], *together]:
-        rows = sorted(rows, key=lambda i: len(ids[i]), reverse=True)
-        out.extend(rows[s : s + batch_size] for s in range(0, len(rows), batch_size))
+    by_length = lambda rows: sorted(rows, key=lambda i: len(ids[i]), reverse=True)  # noqa: E731
+    chunks = [g[s : s + batch_size] for g in map(by_length, together) for s in range(0, len(g), batch_size)]
+    out: list[list[list[int]]] = []
+    room: list[int] = []
+    for chunk in sorted(chunks, key=len, reverse=True):
+        b = next((b for b, r in enumerate(room) if r >= len(chunk)), None)
+        if b is None:
+            out.append([])
+            room.append(batch_size)
+            b = len(out) - 1
+        out[b].append(chunk)
+        room[b] -= len(chunk)
+    loose = by_length([i for i in range(len(ids)) if i not in grouped])
+    for b in range(len(out)):
+        if room[b] and loose:
+            out[b].append(loose[: room[b]])
+            loose = loose[room[b]:]
+    out.extend([loose[s : s + batch_size]] for s in range(0, len(loose), batch_size))
     return out
 
 
@@ -222,6 +230,30 @@ def common_prefix(ids: Sequence[Sequence[int]], rows: Sequence[int]) -> int:
             k += 1
         n = k
     return n if n >= SHARED_PREFIX and len(rows) > 1 else 0
+
+
+@dataclass
+class Part:
+    """Rows prefilled together: the tokens before every row (None: none shared), and each row's
+    tokens after it, left-padded ([rows, width] ids and 0/1 mask)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    prefix: Optional[torch.Tensor] = None
+
+
+def part_of(ids: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int, device: Any = "cpu") -> Part:
+    """The Part of prompts `rows`: their common prefix (common_prefix) apart, the rest left-padded."""
+    shared = common_prefix(ids, rows)
+    rest = [ids[i][shared:] for i in rows]
+    width = max(len(r) for r in rest)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rest):  # left padding: the prompt ends where generation starts
+        input_ids[r, width - len(row) :] = torch.tensor(row)
+        mask[r, width - len(row) :] = 1
+    prefix = torch.tensor(ids[rows[0]][:shared], device=device) if shared else None
+    return Part(input_ids.to(device), mask.to(device), prefix)
 
 
 @dataclass
@@ -280,43 +312,81 @@ def _sampler(settings: GenerationSettings) -> Callable[[torch.Tensor], torch.Ten
 @torch.no_grad()
 def decode(
     model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    parts: Sequence[Part],
     settings: GenerationSettings,
     *,
     eos_ids: Sequence[int] = (),
     stopped: Optional[Callable[[list[int]], bool]] = None,
-    prefix: Optional[torch.Tensor] = None,
 ) -> list[list[int]]:
-    """The new tokens of each left-padded row, up to and including the token that ends it (one of
-    `eos_ids`, the token after which `stopped(new tokens)` is true, or the max_new_tokens-th).
+    """The new tokens of each row of `parts` (in order), up to and including the token that ends
+    it (one of `eos_ids`, the token after which `stopped(new tokens)` is true, or the
+    max_new_tokens-th).
+
+    Each part is prefilled on its own: a part's `prefix` once, on one row, its KV cache then
+    repeated for every row, whose padding sits masked between the prefix and its own tokens.
+    The parts' caches are then joined, each left-padded to the longest, and decoded as one batch
+    (transformers' DynamicCache; any other cache decodes part by part). Positions are counted over
+    real tokens from the attention mask, as transformers' generate counts them, so greedy outputs
+    are the ones it gives for each prompt alone.
 
     Rows that have ended leave the batch, and their rows of the KV cache go
     (`Cache.batch_select_indices`), once they are an eighth of it (DROP_EVERY; each drop copies the
-    cache), so later steps compute mostly the rows still going. Positions are counted from the
-    attention mask as transformers' generate counts them (left padding), so greedy outputs are the
-    ones it gives. A cache without batch_select_indices keeps every row to the end, as generate does.
-
-    `prefix`: tokens that come before every row (which then holds only the rest of its prompt). The
-    prefix is computed once and its KV cache repeated for every row; a row's padding then sits
-    between the prefix and its own tokens, masked out, and positions still count only real tokens,
-    so each row's outputs are those of its whole prompt."""
+    cache), so later steps compute mostly the rows still going. A cache without
+    batch_select_indices keeps every row to the end, as generate does."""
     forward = _Forward.of(model)
     pick = _sampler(settings)
+    started = [_prefill(model, forward, p) for p in parts]
+    joined = started[0] if len(started) == 1 else _join(started)
+    if joined is None:
+        return [t for s in started for t in _continue(model, forward, pick, s, settings, eos_ids, stopped)]
+    return _continue(model, forward, pick, joined, settings, eos_ids, stopped)
+
+
+def _prefill(model: Any, forward: _Forward, part: Part) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+    """(last logits, KV cache, attention mask, last position) of a part's prompts."""
+    n = part.input_ids.shape[0]
+    mask, cache, step_ids = part.attention_mask, None, part.input_ids
+    if part.prefix is not None and part.prefix.numel():
+        mask = torch.cat([mask.new_ones((n, part.prefix.numel())), mask], dim=1)
+        cache = _prefix_cache(model, forward, part.prefix, n)
+        if cache is None:  # a cache that cannot be repeated: each row runs whole, padded after the prefix
+            step_ids = torch.cat([part.prefix[None].expand(n, -1), step_ids], dim=1)
+    position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -step_ids.shape[1]:]
+    logits, cache = forward(model, step_ids, mask, position, cache)
+    return logits, cache, mask, position[:, -1:]
+
+
+def _join(started: Sequence[tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]]) -> Optional[tuple]:
+    """The parts' prefill states as one batch: each cache and mask left-padded to the longest and
+    stacked; None unless every cache is a plain DynamicCache (layers of DynamicLayer)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = [getattr(cache, "layers", None) for _, cache, _, _ in started]
+    if any(ls is None or any(type(x) is not DynamicLayer for x in ls) for ls in layers) or \
+            len({len(ls) for ls in layers}) != 1:
+        return None
+    width = max(mask.shape[1] for _, _, mask, _ in started)
+    for i, layer in enumerate(layers[0]):
+        for name in ("keys", "values"):  # [rows, heads, length, head_dim]: pad the length on the left
+            setattr(layer, name, torch.cat([F.pad(getattr(ls[i], name), (0, 0, width - mask.shape[1], 0))
+                                            for ls, (_, _, mask, _) in zip(layers, started)]))
+    mask = torch.cat([F.pad(m, (width - m.shape[1], 0)) for _, _, m, _ in started])
+    return (torch.cat([s[0] for s in started]), started[0][1], mask, torch.cat([s[3] for s in started]))
+
+
+def _continue(model: Any, forward: _Forward, pick: Callable[[torch.Tensor], torch.Tensor], state: tuple,
+              settings: GenerationSettings, eos_ids: Sequence[int],
+              stopped: Optional[Callable[[list[int]], bool]]) -> list[list[int]]:
+    """The decoding steps after a prefill (`state`: its last logits, cache, mask, last position)."""
+    logits, cache, mask, position = state
     eos = set(eos_ids)
-    n = input_ids.shape[0]
+    n = logits.shape[0]
     new: list[list[int]] = [[] for _ in range(n)]
     rows = list(range(n))  # the output row of each batch row
     finished = [False] * n  # ended, by output row (an ended row may still be in the batch)
-    mask, cache, step_ids = attention_mask, None, input_ids
-    if prefix is not None and prefix.numel():
-        mask = torch.cat([mask.new_ones((n, prefix.numel())), mask], dim=1)
-        cache = _prefix_cache(model, forward, prefix, n)
-        if cache is None:  # a cache that cannot be repeated: each row runs whole, padded after the prefix
-            step_ids = torch.cat([prefix[None].expand(n, -1), input_ids], dim=1)
-    position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -step_ids.shape[1]:]
-    for _ in range(settings.max_new_tokens):
-        logits, cache = forward(model, step_ids, mask, position, cache)
+    for step in range(settings.max_new_tokens):
+        if step:
+            logits, cache = forward(model, step_ids, mask, position, cache)
         next_ids = pick(logits)
         keep = []
         for b, (row, token) in enumerate(zip(rows, next_ids.tolist())):
@@ -337,7 +407,7 @@ def decode(
             rows = [rows[b] for b in keep]
             mask, position, next_ids = mask[index], position[index], next_ids[index]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        position = position[:, -1:] + 1
+        position = position + 1
         step_ids = next_ids.unsqueeze(1)
     return new
 
