@@ -154,9 +154,8 @@ class RowCache:
         self.rows = [self.rows[i] for i in index.tolist()]
 
 
-
 def scripted_lm(script, vocab: int):
-    """A causal-LM stand-in for unlearn.evaluate.generate.decode: the next token of a row is
+    """A causal-LM stand-in for unlearn.evaluate.decode.decode: the next token of a row is
     `script(prompt ids, tokens generated so far)`. Its cache keeps each row's tokens, so a row that
     leaves the batch takes its history with it; `.batch_sizes` records every forward's rows."""
     from types import SimpleNamespace
