@@ -20,7 +20,8 @@ def main() -> None:
     args = ap.parse_args()
     from unlearn.config import load_config
     from unlearn.evaluate.generate import generate
-    from unlearn.evaluate.run import prepare, set_encoder, settings_of
+    from unlearn.evaluate.forced import set_encoder
+    from unlearn.evaluate.run import prepare, settings_of
     from unlearn.models import load_model
 
     cfg = load_config(args.run / "config.yaml", ["eval.cache=false"])

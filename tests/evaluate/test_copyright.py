@@ -9,7 +9,7 @@ import pytest
 
 from conftest import scripted_lm, tiny_config, write_config
 from unlearn.config import load_config
-from unlearn.evaluate import run
+from unlearn.evaluate import nll, run
 from unlearn.evaluate.metrics import SetScoring, extraction_leak_rate, get_metric
 from unlearn.evaluate.sets import EvalItem, EvalSet
 
@@ -37,7 +37,7 @@ def test_fluency_reads_a_text_continuation_as_generated(cfg, tiny, monkeypatch):
         seen.extend(tok.decode(e.ids, skip_special_tokens=True) for e in encoded)
         return [1.0] * len(encoded)
 
-    monkeypatch.setattr(run, "response_nll", fake_nll)
+    monkeypatch.setattr(nll, "response_nll", fake_nll)
     res = run.run_model(model, tok, cfg, sets, "unlearned", "fake")
     assert res.outputs["forget"] == [CONTINUATION]  # the leading space is part of what was generated
     seen.clear()

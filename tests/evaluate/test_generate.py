@@ -16,7 +16,7 @@ from unlearn.evaluate.generate import (
     prompt_ids,
     stop_strings,
 )
-from unlearn.evaluate.run import output_nll
+from unlearn.evaluate.forced import output_nll
 
 PROMPTS = ["What is up?", "Where does Elena Marsh live, tell me now please?", "x"]
 

@@ -23,7 +23,8 @@ from unlearn.config import Config
 from unlearn.evaluate.cache import environment
 from unlearn.evaluate.generate import generate
 from unlearn.evaluate.metrics import SetScoring, metrics_for
-from unlearn.evaluate.run import set_encoder, settings_of
+from unlearn.evaluate.forced import set_encoder
+from unlearn.evaluate.run import settings_of
 from unlearn.evaluate.sets import EvalSet
 
 FORGET_ROLES = ("forget", "forget_test")

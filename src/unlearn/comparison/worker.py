@@ -73,7 +73,7 @@ def _original_phase(cfg: Config, job: dict[str, Any], result: dict[str, Any], co
     from unlearn.data import load_source
     from unlearn.evaluate.cache import OutputCache
     from unlearn.evaluate.run import (
-        add_fluency, cached_original, evaluate_outputs, free_model, pick_device, prepare, run_model,
+        cached_original, evaluate_outputs, free_model, pick_device, prepare, run_model,
     )
     from unlearn.models import load_model
 
@@ -94,8 +94,7 @@ def _original_phase(cfg: Config, job: dict[str, Any], result: dict[str, Any], co
         model, _ = load_model(cfg.model, tokenizer)
         model.to(device)
         console.print(f"generating on {', '.join(f'{r} ({len(s.items)})' for r, s in sets.items())}")
-        original = run_model(model, tokenizer, cfg, sets, "original", cfg.model.name)
-        add_fluency(model, tokenizer, cfg, sets, original)
+        original = run_model(model, tokenizer, cfg, sets, "original", cfg.model.name, own_fluency=True)
         free_model(model)
         if key is not None:
             OutputCache().put(key, dataclasses.asdict(original))

@@ -26,7 +26,8 @@ from unlearn.errors import UnlearnError
 from unlearn.evaluate.generate import generate
 from unlearn.evaluate.metrics import SetScoring, fast_metrics, get_metric
 from unlearn.evaluate.metrics.registry import direction
-from unlearn.evaluate.run import set_encoder, settings_of, target_nll
+from unlearn.evaluate.forced import set_encoder, target_nll
+from unlearn.evaluate.run import settings_of
 from unlearn.evaluate.sets import EvalSet, load_eval_sets, validation_set
 from unlearn.evaluate.verdict import verdict
 

@@ -63,6 +63,21 @@ def response_nll(model: Any, encoded: Sequence[Encoded], pad_id: int, batch_size
     return out
 
 
+def grouped_nll(model: Any, groups: Sequence[Sequence[Encoded]], pad_id: int, batch_size: int = 8) -> list[list[float]]:
+    """response_nll of several lists of rows, in one pass: every row ordered by its prompt tokens, so
+    that rows asking the same prompt (a set's target and two models' outputs, say) land in one batch,
+    where packing computes that prompt once (unlearn.models.pack), and small lists fill batches
+    together. The values come back per list, in its order."""
+    flat = [(g, i, e) for g, rows in enumerate(groups) for i, e in enumerate(rows)]
+    order = sorted(range(len(flat)), key=lambda j: flat[j][2].ids[: flat[j][2].n_prompt])
+    out: list[list[float]] = [[0.0] * len(rows) for rows in groups]
+    if flat:
+        for j, v in zip(order, response_nll(model, [flat[j][2] for j in order], pad_id, batch_size)):
+            g, i, _ = flat[j]
+            out[g][i] = v
+    return out
+
+
 def mean_response_nll(model: Any, encoded: Sequence[Encoded], pad_id: int, batch_size: int = 8) -> float:
     """Mean over examples of the per-token response NLL (the same averaging as the loss terms)."""
     values = response_nll(model, encoded, pad_id, batch_size)

@@ -26,16 +26,15 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from unlearn.config import Config, ModelConfig
-from unlearn.data.encode import Encoder
 from unlearn.errors import UnlearnError
 from unlearn.evaluate.cache import (
     ModelOutputs, OutputCache, environment, fluency_from_json, model_fingerprint, outputs_from_json,
 )
 from unlearn.evaluate.backend import check_backend, generate_texts
+from unlearn.evaluate.forced import add_fluency, nll_roles, score_nll, set_encoder
 from unlearn.evaluate.generate import GenerationSettings
 from unlearn.evaluate.judges import judge_spec, load_judge
 from unlearn.evaluate.metrics import get_metric
-from unlearn.evaluate.nll import response_nll
 from unlearn.evaluate.score import evaluate_outputs
 from unlearn.evaluate.sets import EvalSet, load_eval_sets
 from unlearn.evaluate.verdict import verdict
@@ -94,12 +93,6 @@ def pick_device(cfg: Config) -> str:
 # Running one model
 
 
-def set_encoder(cfg: Config, tokenizer: Any, s: EvalSet, add_eos: Optional[bool] = None) -> Encoder:
-    """The encoder of training (data.template) for qa sets; the raw text for passages."""
-    template = "{prompt}{response}" if s.kind == "text" else cfg.data.template
-    return Encoder(tokenizer, template, cfg.data.max_length, cfg.data.add_eos if add_eos is None else add_eos)
-
-
 def settings_of(cfg: Config) -> GenerationSettings:
     e = cfg.eval
     return GenerationSettings(
@@ -109,29 +102,15 @@ def settings_of(cfg: Config) -> GenerationSettings:
     )
 
 
-def target_nll(model: Any, encoder: Encoder, s: EvalSet, batch_size: int) -> list[float]:
-    """Teacher-forced NLL per target token of each example."""
-    enc = encoder.encode_many([(i.prompt, i.target or "") for i in s.items])
-    return response_nll(model, enc, encoder.tokenizer.pad_token_id, batch_size)
-
-
-def output_nll(model: Any, encoder: Encoder, prompts: Sequence[str], outputs: Sequence[str], batch_size: int) -> list[Optional[float]]:
-    """NLL per token of each output given its prompt (None for empty outputs): fluency's input."""
-    keep = [i for i, o in enumerate(outputs) if o.strip()]
-    values: list[Optional[float]] = [None] * len(outputs)
-    if keep:
-        enc = encoder.encode_many([(prompts[i], outputs[i]) for i in keep])
-        for i, v in zip(keep, response_nll(model, enc, encoder.tokenizer.pad_token_id, batch_size)):
-            values[i] = v
-    return values
-
-
 def run_model(
     model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet], label: str, name: str,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Optional[Callable[[int], None]] = None, fluency_of: Sequence[ModelOutputs] = (),
+    own_fluency: bool = False,
 ) -> ModelOutputs:
     """Generate on every set (with eval.backend; `name`: the folder, alias or hub id the model was
-    loaded from, which vLLM loads) and compute the targets' NLL."""
+    loaded from, which vLLM loads) and compute the targets' NLL; with `own_fluency`, the fluency
+    inputs of its own outputs, and of `fluency_of`'s, in the same pass (score_nll): the original
+    model scores both models' outputs."""
     t0 = time.time()
     res = ModelOutputs(label, name, key=sets_key(cfg, sets))
     settings = settings_of(cfg)
@@ -143,22 +122,9 @@ def run_model(
                                source=source, raw=kind == "text", progress=progress)
         for r in roles:
             res.outputs[r], texts = texts[: len(sets[r].items)], texts[len(sets[r].items):]
-    for role in [r for r in sets if r in nll_roles(sets)]:
-        res.nll[role] = target_nll(model, set_encoder(cfg, tokenizer, sets[role]), sets[role], cfg.eval.batch_size)
+    score_nll(model, tokenizer, cfg, sets, targets=res, fluency=[res, *fluency_of] if own_fluency else fluency_of)
     res.seconds = time.time() - t0
     return res
-
-
-def add_fluency(model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet], res: ModelOutputs) -> None:
-    """Perplexity inputs for `res`'s outputs under `model` (the ORIGINAL model)."""
-    for role, s in sets.items():
-        enc = set_encoder(cfg, tokenizer, s, add_eos=False)
-        res.fluency_nll[role] = output_nll(model, enc, s.prompts, res.outputs[role], cfg.eval.batch_size)
-
-
-def nll_roles(sets: dict[str, EvalSet]) -> set[str]:
-    """The sets whose targets' NLL run_model computes."""
-    return {role for role, s in sets.items() if s.has_targets and role != "normal"}
 
 
 def sets_key(cfg: Config, sets: dict[str, EvalSet], full: bool = False) -> str:
@@ -335,12 +301,12 @@ def evaluate_run(
             model, _ = load_model(mc, tokenizer)
             model.to(device)
             generated = original is None
-            if generated:
-                original = run_model(model, tokenizer, cfg, sets, "original", mc.name, bar.advance)
-            if not original.fluency_nll:
-                add_fluency(model, tokenizer, cfg, sets, original)
-            if fluency is None:
-                add_fluency(model, tokenizer, cfg, sets, unlearned)
+            others = [unlearned] if fluency is None else []
+            if generated:  # its own outputs' fluency and the unlearned ones' in the NLL pass
+                original = run_model(model, tokenizer, cfg, sets, "original", mc.name, bar.advance,
+                                     fluency_of=others, own_fluency=True)
+            else:
+                add_fluency(model, tokenizer, cfg, sets, *([original] if not original.fluency_nll else []), *others)
             free_model(model)
             if generated and okey:  # only what this call generated: a passed `original` is not checked
                 cache.put(okey, dataclasses.asdict(original))

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from unlearn.auditing.context import AuditContext
 from unlearn.auditing.membership import membership
 from unlearn.auditing.registry import Trial, register_attack
-from unlearn.evaluate.run import set_encoder
+from unlearn.evaluate.forced import set_encoder
 from unlearn.evaluate.sets import EvalSet
 
 
