@@ -45,6 +45,30 @@ def test_shared_prefix_layout_by_hand(monkeypatch):
     assert pack_rows(ids, mask, hidden_size=1, share_prefix=False).input_ids.numel() >= 11
 
 
+def test_rows_that_share_only_a_template_head_do_not_join_one_wide_unit():
+    # 32 questions, each asked three times with a different 5-token answer: every row starts with
+    # the same 8 template tokens, then 10 tokens of its own question. Before unit sizes were limited,
+    # all 96 rows joined one unit through the template head (1,428 tokens, its attention dense over
+    # 1,428 x 1,428), which cost more than sharing nothing, so nothing was shared: 96 rows of 23.
+    # Now each question's three rows form their own unit (18 + 3 x 5 = 33 tokens).
+    g = torch.Generator().manual_seed(0)
+    head = list(range(1, 9))
+    rows = []
+    for q in range(32):
+        question = torch.randint(20, 250, (10,), generator=g).tolist()
+        rows += [head + question + torch.randint(20, 250, (5,), generator=g).tolist() for _ in range(3)]
+    ids, mask = torch.tensor(rows), torch.ones(96, 23, dtype=torch.long)
+    p = pack_rows(ids, mask, hidden_size=576)
+    assert p.input_ids.shape[1] <= 4 * 33  # narrow bins, not one wide one
+    assert p.input_ids.numel() - 32 * 33 < 33 * p.input_ids.shape[0]  # each bin's tail under a unit
+    for q in range(32):  # a question's three rows compute its 18 prompt tokens once
+        a, b, c = (p.index[3 * q + k, :18].tolist() for k in range(3))
+        assert a == b == c
+    one_unit = pack_rows(ids, mask, width=1428, hidden_size=576)  # the old layout: every row in one unit
+    assert one_unit.input_ids.shape == (1, 1428) and p.cost < one_unit.cost / 2
+    assert p.cost < pack_rows(ids, mask, hidden_size=576, share_prefix=False).cost / 2
+
+
 def uneven_batch(tokenizer, seed=0):
     """Two forget rows, three mismatch rows starting with each forget row's prompt, two retain rows."""
     g = torch.Generator().manual_seed(seed)
