@@ -21,13 +21,14 @@ from typing import Any, Optional, Sequence
 from unlearn.auditing.registry import Trial
 from unlearn.config import Config
 from unlearn.evaluate.cache import environment
-from unlearn.evaluate.generate import generate
+from unlearn.evaluate.generate import GenerationSettings, generate
 from unlearn.evaluate.metrics import SetScoring, metrics_for
 from unlearn.evaluate.forced import set_encoder
 from unlearn.evaluate.run import settings_of
 from unlearn.evaluate.sets import EvalSet
 
 FORGET_ROLES = ("forget", "forget_test")
+UNKNOWN_CONTEXT = 4096  # the context assumed for a model whose config names none
 AUDIT_ROLES = (*FORGET_ROLES, "retain")
 
 
@@ -118,21 +119,32 @@ class AuditContext:
     def _generate_rows(self, model: Any, label: str, template: str, raw: bool, rows: list[tuple[str, str]],
                        transform: str) -> list[str]:
         fp = self.fingerprints.get(label)
+        settings = self.settings_for(model)
         key = None
         if self.cache is not None and fp is not None:
             key = self.cache.key("audit-generate", fp, self.cfg.model.dtype, transform, template, raw, rows,
-                                 vars(self.settings), self.cfg.data.max_length, *environment(self.device))
+                                 vars(settings), self.cfg.data.max_length, *environment(self.device))
             hit = self.cache.get(key)
             if isinstance(hit, list) and len(hit) == len(rows) and all(isinstance(t, str) for t in hit):
                 return hit
         encoder = set_encoder(_with_template(self.cfg, template), self.tokenizer,
                               EvalSet("audit", "", "text" if raw else "qa"))
         prefills = [f for _, f in rows]
-        texts = generate(model, encoder, [q for q, _ in rows], self.settings, raw=raw,
+        texts = generate(model, encoder, [q for q, _ in rows], settings, raw=raw,
                          prefills=None if raw or not any(prefills) else prefills)
         if key is not None:
             self.cache.put(key, texts)
         return texts
+
+    def settings_for(self, model: Any) -> GenerationSettings:
+        """The audit's decoding settings for `model`: evaluation's, except that a prompt is cut only
+        where the model's context ends. Evaluation keeps data.max_length - eval.max_new_tokens prompt
+        tokens, what training saw; an attack's prompt is longer by design, and cutting it from the
+        left drops the jailbreak's opening (on the demo, 1,626 of 2,040 prompt-attack prompts were
+        cut to 40 tokens before this)."""
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        limit = (int(context) if isinstance(context, int) else UNKNOWN_CONTEXT) - self.settings.max_new_tokens
+        return dataclasses.replace(self.settings, max_prompt_tokens=max(self.settings.max_prompt_tokens, limit))
 
     def score(self, s: EvalSet, outputs: list[str]) -> dict[str, Any]:
         """The rates (register_metric(rate=True)) of the set's role on these outputs: leak,
