@@ -7,6 +7,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 import unlearn.models
 from conftest import FORGET, RETAIN, tiny_config, write_config, write_jsonl
@@ -131,12 +132,15 @@ def model_folder(tmp_path_factory):
 
 
 def perturb_weights(folder):
-    """Add 0.01 to one weight matrix of the model in `folder` (same file size, other bytes)."""
+    """Add small noise to one weight matrix of the model in `folder` (same file size, other bytes).
+    Noise, not a constant: a constant added to the output head shifts every logit of a position
+    alike, which leaves every NLL where it was (up to rounding)."""
     from safetensors.torch import load_file, save_file
 
     weights = load_file(folder / "model.safetensors")
     name = sorted(weights)[0]
-    weights[name] = weights[name] + 0.01
+    g = torch.Generator().manual_seed(0)
+    weights[name] = weights[name] + 0.01 * torch.randn(weights[name].shape, generator=g)
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
 
 
@@ -231,11 +235,24 @@ def entries(tmp_path):
     return found
 
 
-def same_scores(a, b):
+def close(a, b, rel=1e-4) -> bool:
+    """Equal, floats within `rel` (nested dicts and lists)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=rel)
+    return a == b
+
+
+def same_scores(a, b, exact=True):
+    """The same results; `exact=False` where the unlearned outputs' fluency was computed again in
+    another pass: a row's NLL can differ in its last digits with the rows it shares a batch with."""
     assert a.metrics["metrics"] == b.metrics["metrics"]
-    assert a.samples == b.samples
+    assert a.samples == b.samples if exact else close(a.samples, b.samples)
     assert (a.original.outputs, a.original.nll, a.original.fluency_nll) == (b.original.outputs, b.original.nll, b.original.fluency_nll)
-    assert a.unlearned.fluency_nll == b.unlearned.fluency_nll
+    assert a.unlearned.fluency_nll == b.unlearned.fluency_nll if exact else close(a.unlearned.fluency_nll, b.unlearned.fluency_nll)
 
 
 def test_a_second_eval_takes_the_original_from_the_cache_without_loading_it(evaluate, tmp_path):
@@ -257,7 +274,7 @@ def test_other_unlearned_outputs_load_the_original_for_their_fluency_only(evalua
     second, generated, loaded = evaluate()
     assert generated == ["unlearned"] and loaded == [str(first.model_dir), "tiny-random-llama"]
     assert second.metrics["settings"]["original_cached"] is True
-    same_scores(first, second)
+    same_scores(first, second, exact=False)  # the first computed it with the original's own rows
     assert set(entries(tmp_path)) == {"original", "fluency"}  # the fluency is stored again
 
 
