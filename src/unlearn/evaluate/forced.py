@@ -36,6 +36,14 @@ def output_rows(encoder: Encoder, prompts: Sequence[str], outputs: Sequence[str]
     return keep, encoder.encode_many([(prompts[i], outputs[i]) for i in keep])
 
 
+def spread(keep: Sequence[int], values: Sequence[float], n: int) -> list[Optional[float]]:
+    """`values` of the rows `keep` (output_rows) at their places among `n`; None for the others."""
+    out: list[Optional[float]] = [None] * n
+    for i, v in zip(keep, values):
+        out[i] = v
+    return out
+
+
 def target_nll(model: Any, encoder: Encoder, s: EvalSet, batch_size: int) -> list[float]:
     """Teacher-forced NLL per target token of each example."""
     return response_nll(model, target_rows(encoder, s), encoder.tokenizer.pad_token_id, batch_size)
@@ -44,10 +52,8 @@ def target_nll(model: Any, encoder: Encoder, s: EvalSet, batch_size: int) -> lis
 def output_nll(model: Any, encoder: Encoder, prompts: Sequence[str], outputs: Sequence[str], batch_size: int) -> list[Optional[float]]:
     """NLL per token of each output given its prompt (None for empty outputs): fluency's input."""
     keep, rows = output_rows(encoder, prompts, outputs)
-    values: list[Optional[float]] = [None] * len(outputs)
-    for i, v in zip(keep, response_nll(model, rows, encoder.tokenizer.pad_token_id, batch_size) if rows else []):
-        values[i] = v
-    return values
+    values = response_nll(model, rows, encoder.tokenizer.pad_token_id, batch_size) if rows else []
+    return spread(keep, values, len(outputs))
 
 
 def score_nll(model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet],
@@ -69,12 +75,7 @@ def score_nll(model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet],
             groups.append(rows)
     values = grouped_nll(model, groups, tokenizer.pad_token_id, cfg.eval.batch_size)
     for (store, role, keep, n), vals in zip(jobs, values):
-        if keep is None:
-            store[role] = vals
-        else:
-            store[role] = [None] * n
-            for i, v in zip(keep, vals):
-                store[role][i] = v
+        store[role] = vals if keep is None else spread(keep, vals, n)
 
 
 def add_fluency(model: Any, tokenizer: Any, cfg: Config, sets: dict[str, EvalSet], *outputs: ModelOutputs) -> None:
