@@ -189,3 +189,29 @@ def test_deepspeed_is_told_the_batch_size_and_the_clipping():
     config.update(gradient_clipping=0.5)  # a DeepSpeed config file's own value wins
     configure_engine(acc, batch_size=4, max_grad_norm=None)
     assert config["gradient_clipping"] == 0.5
+
+
+def test_a_successful_run_destroys_the_process_group_and_a_failed_one_leaves_it(tmp_path, data_files):
+    """`unlearn run` ends the process group once it succeeded (PyTorch asks every process to, before
+    exit; on the H200 the one-process NCCL run warned that it was not), and leaves it after a failure,
+    where a rank must not wait in a collective for the others."""
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()
+    cfg = tiny_config(tmp_path, data_files)
+    cfg["train"]["max_steps"] = 1
+    good = write_config(tmp_path / "good.yaml", cfg)
+    bad = write_config(tmp_path / "bad.yaml", {**cfg, "output_dir": str(tmp_path / "bad-run"),
+                                               "objective": {"no_such_term": 1.0}})
+    runner = CliRunner()
+    try:
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+        r = runner.invoke(app, ["run", str(bad)])
+        assert r.exit_code == 2, r.output
+        assert dist.is_initialized()  # a failed run leaves the group
+        r = runner.invoke(app, ["run", str(good)])
+        assert r.exit_code == 0, r.output
+        assert not dist.is_initialized()  # a successful one ends it
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -58,8 +58,10 @@ def run(
 ) -> None:
     """Unlearn: train with the configured objective and write OUTPUT_DIR."""
     from unlearn.api import run as run_
+    from unlearn.distributed import end_processes
 
     run_(config, overrides or [], overwrite=overwrite, resume=resume, console=err)
+    end_processes()
 
 
 @app.command()
@@ -72,8 +74,10 @@ def finetune(
 ) -> None:
     """Supervised fine-tuning (NLL) on the forget and retain data: the same loop and outputs."""
     from unlearn.api import finetune as finetune_
+    from unlearn.distributed import end_processes
 
     finetune_(config, overrides or [], overwrite=overwrite, resume=resume, console=err)
+    end_processes()
 
 
 @app.command("eval")

@@ -39,6 +39,18 @@ def new_accelerator(mixed_precision: str, cpu: bool) -> Any:
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
+def end_processes() -> None:
+    """At the end of a command that trained under several processes, once it succeeded: destroy the
+    process group. PyTorch asks each process to do so before it exits (NCCL can otherwise leak or
+    hang at exit; the GPU check's one-GPU DDP run warned of it). Not after a failure: a rank that
+    failed must not wait in a collective for the others (torchtitan does the same). Not in the Python
+    API either, where a second run in the same process needs the group that accelerate keeps."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def engine(accelerator: Any) -> str:
     """'single', 'ddp', 'fsdp' or 'deepspeed'."""
     from accelerate.utils import DistributedType
