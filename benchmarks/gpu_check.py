@@ -70,14 +70,17 @@ class Phase:
 
 
 PHASES = [
-    Phase("env", "environment and bf16 matmul peak", 30, 60),
-    Phase("step-opt-1.3b", "unlearning step, OPT-1.3B shape: full FT and LoRA", 75, 120),
-    Phase("step-llama-2-7b-lora", "unlearning step, Llama-2-7B shape: LoRA", 55, 90),
-    Phase("model", "random-init OPT-1.3B-shaped model folder", 30, 60),
-    Phase("ddp", "unlearn run, DDP recipe, 1 process", 50, 120, needs=("model",)),
-    Phase("fsdp", "unlearn run, FSDP2 recipe, 1 process", 50, 60, needs=("model",)),
-    Phase("eval-hf", "evaluation generation: HF model, unlearn.evaluate.generate's loop", 45, 90, needs=("model",)),
-    Phase("eval-vllm", "evaluation generation: vLLM", 80, 60, needs=("model",)),
+    # The timeouts follow the first run on an H200 (2026-11-30: env 7 s, step-opt-1.3b 48, the 7B LoRA
+    # step 31, model 14, ddp 40, eval-hf 33 with fewer runs, the 7B full step 31; FSDP ran past 50 s
+    # after its last step), with room for the extra timed runs added since.
+    Phase("env", "environment and bf16 matmul peak", 20, 60),
+    Phase("step-opt-1.3b", "unlearning step, OPT-1.3B shape: full FT and LoRA", 70, 120),
+    Phase("step-llama-2-7b-lora", "unlearning step, Llama-2-7B shape: LoRA", 45, 90),
+    Phase("model", "random-init OPT-1.3B-shaped model folder", 22, 60),
+    Phase("ddp", "unlearn run, DDP recipe, 1 process", 55, 120, needs=("model",)),
+    Phase("fsdp", "unlearn run, FSDP2 recipe, 1 process", 80, 60, needs=("model",)),
+    Phase("eval-hf", "evaluation generation: HF model, unlearn.evaluate.generate's loop", 55, 90, needs=("model",)),
+    Phase("eval-vllm", "evaluation generation: vLLM", 75, 60, needs=("model",)),
     Phase("step-llama-2-7b-full", "unlearning step, Llama-2-7B shape: full FT (may not fit)", 50, 90),
 ]
 BY_NAME = {p.name: p for p in PHASES}
@@ -322,8 +325,11 @@ class Driver:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase.name, "--work", str(self.work),
                *self.passthrough()]
         t = time.time()
+        # Each line of a phase's output is logged with the seconds since the phase started, so that a
+        # timeout shows where the time went (a slow save, or a hang at exit).
         rc, timed_out, tail = run_process(
-            cmd, timeout, lambda line: self.say(f"  {phase.name} | {line}", console=self.args.verbose),
+            cmd, timeout,
+            lambda line: self.say(f"  {phase.name} {time.time() - t:6.1f}s | {line}", console=self.args.verbose),
             env=child_env(self.args.dry_run))
         seconds = time.time() - t
         if record_path.exists():
@@ -617,22 +623,35 @@ def phase_eval_hf(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     encoder, prompts, settings, ids, eos = eval_setup(a, work, tok)
     stops = stop_strings(encoder)
     generate_ids(model, encoder, prompts[: settings.batch_size], replace(settings, max_new_tokens=4))  # warm-up
-    seconds, texts, new = [], [], []
-    for _ in range(2):
-        common.sync()
-        t = time.perf_counter()
-        got, new = generate_ids(model, encoder, prompts, settings)  # what generate() decodes, decoded alike
-        texts = [decode_output(tok, p, n, False, stops) for p, n in zip(got, new)]
-        common.sync()
-        seconds.append(time.perf_counter() - t)
+
+    def timed(s: Any) -> tuple[list[float], list[str], list[list[int]]]:
+        # Three runs, median: on the H200 the first of two full runs took 15.4 s and the second 5.7 s.
+        seconds, texts, new = [], [], []
+        for _ in range(3):
+            common.sync()
+            t = time.perf_counter()
+            got, new = generate_ids(model, encoder, prompts, s)  # what generate() decodes, decoded alike
+            texts = [decode_output(tok, p, n, False, stops) for p, n in zip(got, new)]
+            common.sync()
+            seconds.append(time.perf_counter() - t)
+        return seconds, texts, new
+
+    seconds, texts, new = timed(settings)
     rows = [until_eos(n, eos) for n in new]
     new_tokens = sum(len(r) + done for r, done in rows)
     med = statistics.median(seconds)
-    return {"status": "ok", "backend": "hf", "function": "unlearn.evaluate.generate.generate_ids",
-            "dtype": dtype_name(a.dry_run), "prompts": len(prompts), "max_new_tokens": settings.max_new_tokens,
-            "batch_size": settings.batch_size, "load_s": round(load_s, 2), "run_seconds": seconds, "median_s": med,
-            "new_tokens": new_tokens, "tokens_per_s": new_tokens / med, "finished_at_eos": sum(d for _, d in rows),
-            "outputs": texts, "output_ids": [r for r, _ in rows]}
+    rec = {"status": "ok", "backend": "hf", "function": "unlearn.evaluate.generate.generate_ids",
+           "dtype": dtype_name(a.dry_run), "prompts": len(prompts), "max_new_tokens": settings.max_new_tokens,
+           "batch_size": settings.batch_size, "load_s": round(load_s, 2), "run_seconds": seconds, "median_s": med,
+           "new_tokens": new_tokens, "tokens_per_s": new_tokens / med, "finished_at_eos": sum(d for _, d in rows),
+           "outputs": texts, "output_ids": [r for r, _ in rows]}
+    if len(prompts) > settings.batch_size:  # the same prompts in one batch, as vLLM schedules them
+        one = replace(settings, batch_size=len(prompts))
+        s1, _, new1 = timed(one)
+        tokens1 = sum(len(r) + done for r, done in (until_eos(n, eos) for n in new1))
+        rec["one_batch"] = {"batch_size": len(prompts), "run_seconds": s1, "median_s": statistics.median(s1),
+                            "new_tokens": tokens1, "tokens_per_s": tokens1 / statistics.median(s1)}
+    return rec
 
 
 def phase_eval_vllm(a: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -791,10 +810,16 @@ def markdown(data: dict[str, Any]) -> str:
                 continue
             rows.append([n, "ok", str(r["prompts"]), str(r["new_tokens"]), fmt(r["median_s"], ".2f"),
                          fmt(r["tokens_per_s"], ".0f"),
-                         f"engine start {r['init_s']:.0f} s" if "init_s" in r else f"model load {r['load_s']:.1f} s"])
+                         f"engine start {r['init_s']:.0f} s" if "init_s" in r else
+                         f"batches of {r.get('batch_size')}; model load {r['load_s']:.1f} s"])
+            one = r.get("one_batch")
+            if one:
+                rows.append([n, "ok", str(r["prompts"]), str(one["new_tokens"]), fmt(one["median_s"], ".2f"),
+                             fmt(one["tokens_per_s"], ".0f"), f"one batch of {one['batch_size']}"])
         lines += ["", "Evaluation generation, greedy, the saved random-init model, the same prompt token ids "
                       "(qa template); HF is the evaluation's own decoding loop, `unlearn.evaluate.generate` (batches of "
-                      f"{evals[0][1].get('batch_size', '?')}, left-padded, sorted, ended rows dropped); median of 2 runs after a warm-up:",
+                      f"{evals[0][1].get('batch_size', '?')}, and all prompts in one batch; left-padded, sorted, ended rows "
+                      "dropped); median of 3 runs after a warm-up:",
                   "", common_table(["backend", "status", "prompts", "new tokens", "s", "tokens/s", "note"], rows)]
         ag = data.get("eval_agreement")
         if ag:
@@ -827,8 +852,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=0, help="train.batch_size of the step and run phases (default 2)")
     ap.add_argument("--seq-len", type=int, default=0, help="sequence length (default 128; dry run 64)")
     ap.add_argument("--k", type=int, default=0, help="mismatch responses per forget example (default 5; dry run 2)")
-    ap.add_argument("--warmup", type=int, default=-1, help="warm-up steps per variant (default 2; dry run 1)")
-    ap.add_argument("--rounds", type=int, default=0, help="timed steps per variant (default 4; dry run 2)")
+    ap.add_argument("--warmup", type=int, default=-1, help="warm-up steps per variant (default 3; dry run 1)")
+    ap.add_argument("--rounds", type=int, default=0, help="timed steps per variant (default 8; dry run 2)")
     ap.add_argument("--run-steps", type=int, default=0, help="train.max_steps of the ddp/fsdp runs (default 10; dry 2)")
     ap.add_argument("--prompts", type=int, default=0, help="evaluation prompts (default 64; dry run 8)")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="eval.max_new_tokens (default 64; dry run 8)")
@@ -840,12 +865,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     dry = a.dry_run
-    for key, gpu, cpu in (("batch", 2, 2), ("seq_len", 128, 64), ("k", 5, 2), ("rounds", 4, 2), ("run_steps", 10, 2),
+    # 8 timed steps on a GPU: of 4 (H200, 2026-11-30), one was often 3-6x the others.
+    for key, gpu, cpu in (("batch", 2, 2), ("seq_len", 128, 64), ("k", 5, 2), ("rounds", 8, 2), ("run_steps", 10, 2),
                           ("prompts", 64, 8), ("max_new_tokens", 64, 8), ("eval_batch", 8, 4)):
         if not getattr(a, key):
             setattr(a, key, cpu if dry else gpu)
     if a.warmup < 0:
-        a.warmup = 1 if dry else 2
+        a.warmup = 1 if dry else 3
     return a
 
 

@@ -5,6 +5,7 @@ they claim; a phase past its timeout is killed with its children and the next on
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -62,11 +63,17 @@ def test_dry_run_records_every_phase_with_numbers_or_a_reason(tmp_path):
     # every row: at most max_new_tokens, counted with its EOS when it stopped there
     assert hf["new_tokens"] == sum(len(x) for x in hf["output_ids"]) + hf["finished_at_eos"]
     assert all(len(x) <= hf["max_new_tokens"] for x in hf["output_ids"]) and hf["tokens_per_s"] > 0
+    assert len(hf["run_seconds"]) == 3 and hf["median_s"] == sorted(hf["run_seconds"])[1]
+    one = hf["one_batch"]  # the same prompts in one batch, beside the configured batches of 4
+    assert hf["batch_size"] == 4 and one["batch_size"] == 8 and one["tokens_per_s"] > 0
+    assert 0 < one["new_tokens"] <= 8 * hf["max_new_tokens"]
     md = (tmp_path / "gpu_check_dry_run.md").read_text()
     for p in gpu_check.PHASES:
         assert f"| {p.name} |" in md
     log = (tmp_path / "gpu_check_dry_run.log").read_text()
     assert all(f"[gpu_check] {p.name}:" in log for p in gpu_check.PHASES)
+    # a phase's own lines carry the seconds since it started
+    assert re.search(r"^  ddp +\d+\.\ds \| ", log, re.M), log[:2000]
     assert data["wall_s"] < wall + 1
     work = log.split("work folder ", 1)[1].split()[0]
     assert not Path(work).exists()  # the scratch folder (model, runs) is removed
