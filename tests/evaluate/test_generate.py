@@ -69,41 +69,6 @@ def test_decode_gives_transformers_greedy_tokens_and_ends_rows_at_eos(varied):
     assert any(len(r) < 10 for r in got) and any(len(r) == 10 for r in got)
 
 
-def test_long_prompts_decode_with_a_reserved_cache_and_give_transformers_greedy_tokens(varied, monkeypatch):
-    """Prompts at least RESERVE_FROM times longer than max_new_tokens decode with a reserved KV cache,
-    written in place (transformers' StaticCache): the tokens are still generate's, row for row, with
-    left padding and rows that end early leaving the batch and its cache."""
-    import unlearn.evaluate.decode as dec
-
-    model, tok = varied
-    enc = Encoder(tok, "qa", 256)
-    ids = prompt_ids(enc, [JAILBREAK + q for q in QUESTIONS] + QUESTIONS[:2], 256)
-    width = max(map(len, ids))
-    assert width >= dec.RESERVE_FROM * 10
-    input_ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in ids])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
-
-    def hf(eos):
-        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
-                             top_p=None, top_k=None, eos_token_id=eos, pad_token_id=tok.pad_token_id)
-        return [r[width:].tolist() for r in out]
-
-    free = hf(None)
-    eos = next(t for row in free for t in row if any(t not in r for r in free))
-    want = [row[: row.index(eos) + 1] if eos in row else row for row in hf(eos)]
-    reserved = []
-    original = dec._reserve
-    monkeypatch.setattr(dec, "_reserve", lambda *a: reserved.append(original(*a)) or reserved[-1])
-    got = decode(model, [Part(input_ids, mask)], GenerationSettings(max_new_tokens=10), eos_ids=[eos])
-    assert got == want
-    assert len(reserved) == 1 and type(reserved[0]).__name__ == "StaticCache"
-    assert any(len(r) < 10 for r in got) and any(len(r) == 10 for r in got)  # some rows left early
-    # short prompts keep the concatenated cache
-    reserved.clear()
-    decode(model, [Part(input_ids[:, -8:], mask[:, -8:])], GenerationSettings(max_new_tokens=10))
-    assert reserved == []
-
-
 def test_a_row_that_ends_leaves_the_batch(tiny):
     """A row that reaches the template's stop string stops being computed; the row that goes on
     runs to max_new_tokens alone, and each output is what was generated, cut at the stop."""

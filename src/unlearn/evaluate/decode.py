@@ -32,11 +32,6 @@ class GenerationSettings:
 # Dropping rows copies the whole KV cache: done once an eighth of the batch has ended, not for each row.
 DROP_EVERY = 8
 SHARED_PREFIX = 32  # tokens: rows that begin alike for this long share one computation of the prefix
-# Prompts at least this many times longer than max_new_tokens decode with a reserved (static) KV
-# cache (_reserve). On the demo model, 128 rows, 24 new tokens, one decode alone: 0.81x the time at
-# 150-token prompts, 0.92x at 100, 0.94x at 40; but a whole `unlearn eval` (40-token prompts) was no
-# faster and its peak memory grew, while the audit's jailbreak rewrites (100-250 tokens) took 0.88x.
-RESERVE_FROM = 2
 
 
 def batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[list[int]]]:
@@ -184,9 +179,6 @@ def decode(
     real tokens from the attention mask, as transformers' generate counts them, so greedy outputs
     are the ones it gives for each prompt alone.
 
-    Prompts much longer than max_new_tokens (RESERVE_FROM) decode with a reserved KV cache, written
-    in place (_reserve), instead of one concatenated anew each step.
-
     Rows that have ended leave the batch, and their rows of the KV cache go
     (`Cache.batch_select_indices`), once they are an eighth of it (DROP_EVERY; each drop copies the
     cache), so later steps compute mostly the rows still going. A cache without
@@ -197,11 +189,6 @@ def decode(
     joined = started[0] if len(started) == 1 else _join(started)
     if joined is None:
         return [t for s in started for t in _continue(model, forward, pick, s, settings, eos_ids, stopped)]
-    del started  # the parts' own caches, copied into the joined one
-    if joined[2].shape[1] >= RESERVE_FROM * settings.max_new_tokens:
-        reserved = _reserve(model, joined[1], settings.max_new_tokens)
-        if reserved is not None:
-            joined = (joined[0], reserved, joined[2], joined[3])
     return _continue(model, forward, pick, joined, settings, eos_ids, stopped)
 
 
@@ -266,7 +253,7 @@ def _continue(model: Any, forward: _Forward, pick: Callable[[torch.Tensor], torc
             break
         if (len(rows) - len(keep)) * DROP_EVERY >= len(rows) and hasattr(cache, "batch_select_indices"):
             index = torch.tensor(keep, device=mask.device)
-            _select_rows(cache, index)
+            cache.batch_select_indices(index)
             rows = [rows[b] for b in keep]
             mask, position, next_ids = mask[index], position[index], next_ids[index]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
@@ -286,47 +273,3 @@ def _prefix_cache(model: Any, forward: _Forward, prefix: torch.Tensor, rows: int
         return None
     cache.batch_repeat_interleave(rows)
     return cache
-
-
-def _reserve(model: Any, cache: Any, room: int) -> Any:
-    """The prefill's DynamicCache as transformers' StaticCache with `room` more positions: each
-    decoding step then writes its token in place, where DynamicCache concatenates (copies) the whole
-    cache every step (28 % of a 128-row step of the demo model, profiled); attention runs over the
-    reserved length, its unwritten positions masked. None (the DynamicCache stays) unless every layer
-    is a plain full-attention one (DynamicLayer here, StaticLayer in the static cache)."""
-    from transformers.cache_utils import DynamicLayer, StaticCache, StaticLayer
-
-    layers = getattr(cache, "layers", None)
-    config = getattr(model, "config", None)
-    if not layers or config is None or any(type(x) is not DynamicLayer for x in layers):
-        return None
-    width = layers[0].keys.shape[2]
-    try:
-        static = StaticCache(config=config, max_cache_len=width + room)
-    except (TypeError, ValueError, AttributeError, KeyError):
-        return None
-    if len(static.layers) != len(layers) or any(type(x) is not StaticLayer for x in static.layers):
-        return None
-    for mine, theirs in zip(static.layers, layers):
-        keys, values = theirs.keys, theirs.values
-        mine.device, mine.batch_size, mine.num_heads = keys.device, keys.shape[0], keys.shape[1]
-        mine.k_head_dim, mine.v_head_dim = keys.shape[-1], values.shape[-1]
-        mine.cumulative_length = torch.tensor(width, device=keys.device)
-        mine.keys = F.pad(keys, (0, 0, 0, room))  # [rows, heads, width + room, head_dim]
-        mine.values = F.pad(values, (0, 0, 0, room))
-        theirs.keys = theirs.values = keys = values = None  # freed layer by layer: one copy at a time
-        mine.is_initialized = True
-    return static
-
-
-def _select_rows(cache: Any, index: torch.Tensor) -> None:
-    """Keep the rows `index` of a cache (a StaticCache's layers as well as a DynamicCache's)."""
-    from transformers.cache_utils import StaticLayer
-
-    layers = getattr(cache, "layers", None)
-    if layers and all(type(x) is StaticLayer for x in layers):
-        for layer in layers:
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
-            layer.batch_size = int(index.numel())
-        return
-    cache.batch_select_indices(index)
