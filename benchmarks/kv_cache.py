@@ -1,0 +1,94 @@
+"""KV cache for decoding: transformers' DynamicCache (every step concatenates each layer's keys and
+values with the new token's, a copy of the whole cache) against its StaticCache (room reserved,
+the new token written in place, attention over the reserved length with the rest masked). One
+prefill, then greedy decoding of --new-tokens tokens for --rows rows of --length random tokens,
+alternated runs, the same model; the decode time only (the prefill is the same for both).
+
+    python benchmarks/kv_cache.py --model runs/demo-teach/model --length 150
+    python benchmarks/kv_cache.py --model runs/demo-teach/model --length 40 --rounds 3
+
+unlearn.evaluate.decode moves a batch into a StaticCache after its prefill when its prompts are at
+least RESERVE_FROM times longer than max_new_tokens (docs/performance.md has the measurements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+
+def decode_once(model, kind: str, ids, new_tokens: int):
+    """(decode seconds, the new tokens [rows, new_tokens]) with a `kind` cache."""
+    import torch
+    from transformers.cache_utils import DynamicCache, StaticCache
+
+    rows, length = ids.shape
+    cache = StaticCache(config=model.config, max_cache_len=length + new_tokens) if kind == "static" else DynamicCache()
+    mask = torch.ones_like(ids)
+    position = torch.arange(length)[None].expand(rows, -1)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        token = out.logits[:, -1].argmax(-1)[:, None]
+        tokens = [token]
+        position = position[:, -1:]
+        t = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            mask = torch.cat([mask, mask.new_ones((rows, 1))], 1)
+            position = position + 1
+            out = model(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+            token = out.logits[:, -1].argmax(-1)[:, None]
+            tokens.append(token)
+        return time.perf_counter() - t, torch.cat(tokens, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="a causal LM folder (the demo's taught model, say)")
+    ap.add_argument("--rows", type=int, default=128)
+    ap.add_argument("--length", type=int, default=150, help="prompt tokens per row")
+    ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--name", default="kv_cache")
+    args = ap.parse_args()
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    ids = torch.randint(100, min(5000, model.config.vocab_size), (args.rows, args.length))
+    secs: dict[str, list[float]] = {"dynamic": [], "static": []}
+    outputs = {}
+    for r in range(args.rounds):
+        for kind in (("dynamic", "static") if r % 2 == 0 else ("static", "dynamic")):
+            s, outputs[kind] = decode_once(model, kind, ids, args.new_tokens)
+            secs[kind].append(s)
+            common.progress(f"round {r + 1}: {kind} {s:.2f} s")
+    med = {k: statistics.median(v) for k, v in secs.items()}
+    same = bool(torch.equal(outputs["dynamic"], outputs["static"]))
+    data = {"settings": vars(args), "seconds": secs, "median_s": med, "ratio_static_to_dynamic": med["static"] / med["dynamic"],
+            "same_tokens": same, "machine": common.machine_info()}
+    md = "\n".join([
+        f"**{args.name}**: {args.rows} rows x {args.length} prompt tokens, {args.new_tokens} new tokens, greedy, "
+        f"{args.rounds} alternated rounds, decode time only.",
+        "",
+        common.table(["cache", "decode s (median)", "ms/step", "vs dynamic"],
+                     [[k, f"{med[k]:.2f}", f"{1000 * med[k] / (args.new_tokens - 1):.0f}",
+                       f"{med[k] / med['dynamic']:.2f}x"] for k in ("dynamic", "static")]),
+        "",
+        f"Same greedy tokens: {'yes' if same else 'NO'}. Machine: {common.machine_line(data['machine'])}.",
+    ])
+    common.write_results(args.name, data, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
