@@ -7,8 +7,9 @@ alternated runs, the same model; the decode time only (the prefill is the same f
     python benchmarks/kv_cache.py --model runs/demo-teach/model --length 150
     python benchmarks/kv_cache.py --model runs/demo-teach/model --length 40 --rounds 3
 
-unlearn.evaluate.decode moves a batch into a StaticCache after its prefill when its prompts are at
-least RESERVE_FROM times longer than max_new_tokens (docs/performance.md has the measurements).
+unlearn.evaluate.decode keeps DynamicCache: moving long-prompt batches into a StaticCache made
+the audit's jailbreak part faster but not the whole audit, so it was taken out again
+(docs/performance.md, "Measured and not kept: a reserved KV cache").
 """
 
 from __future__ import annotations
