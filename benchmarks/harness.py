@@ -49,6 +49,13 @@ class Setting:
     # longest row of each batch, which is what padding="max_length" does with a tokenizer that has
     # no maximum length (their best case).
     pad: str = "max_length"
+    # glibc keeps freed memory for reuse (unlearn.memory.keep_freed_memory). None: as each ships, so
+    # unlearn (its command line makes the setting at start) yes, the authors' script no.
+    keep_freed_memory: bool | None = None
+
+    @property
+    def keeps_freed_memory(self) -> bool:
+        return self.impl == "unlearn" if self.keep_freed_memory is None else self.keep_freed_memory
 
     @property
     def label(self) -> str:
@@ -68,6 +75,8 @@ class Setting:
             parts.append("vocab work in one piece")
         if self.compile:
             parts.append("compile")
+        if self.keeps_freed_memory != (self.impl == "unlearn"):
+            parts.append("with unlearn's allocator setting" if self.keeps_freed_memory else "glibc's default allocator")
         return ", ".join(parts)
 
 

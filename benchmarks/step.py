@@ -34,6 +34,9 @@ from harness import Setting  # noqa: E402
 VARIANTS: dict[str, dict[str, Any]] = {
     "authors-full-longest": dict(impl="authors", lora=False, pad="longest"),
     "authors-lora-longest": dict(impl="authors", lora=True, pad="longest"),
+    # Their best case given the allocator setting unlearn's command line makes (keep_freed_memory).
+    "authors-full-longest-kept": dict(impl="authors", lora=False, pad="longest", keep_freed_memory=True),
+    "authors-lora-longest-kept": dict(impl="authors", lora=True, pad="longest", keep_freed_memory=True),
     "authors-full": dict(impl="authors", lora=False),
     "authors-lora": dict(impl="authors", lora=True),
     "unlearn-full": dict(impl="unlearn", lora=False),
@@ -47,12 +50,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unlearn-lora-compile": dict(impl="unlearn", lora=True, compile=True),
     "unlearn-full-foreach": dict(impl="unlearn", lora=False, fused_adamw=False),
     "unlearn-lora-nochunk": dict(impl="unlearn", lora=True, chunk_vocab=False),
+    "unlearn-full-default-malloc": dict(impl="unlearn", lora=False, keep_freed_memory=False),
+    "unlearn-lora-default-malloc": dict(impl="unlearn", lora=True, keep_freed_memory=False),
 }
 GROUPS = {
     "main": ["authors-full-longest", "authors-lora-longest", "authors-full", "authors-lora", "unlearn-full",
              "unlearn-lora"],
     "ablation": ["unlearn-lora", "unlearn-lora-nopack", "unlearn-lora-bf16", "unlearn-lora-ckpt",
                  "unlearn-full", "unlearn-full-foreach"],
+    # The allocator setting (unlearn.memory.keep_freed_memory), each side with and without it. Eight
+    # workers at once do not fit 24 GB (the kernel killed one), so each kind has its own run.
+    "allocator-full": ["authors-full-longest", "authors-full-longest-kept", "unlearn-full",
+                       "unlearn-full-default-malloc"],
+    "allocator-lora": ["authors-lora-longest", "authors-lora-longest-kept", "unlearn-lora",
+                       "unlearn-lora-default-malloc"],
     "chunk": ["unlearn-lora", "unlearn-lora-nochunk"],
 }
 MARK = "@@bench "
@@ -68,6 +79,10 @@ def worker(setting_json: str) -> None:
     from harness import AuthorsStep, UnlearnStep, load
 
     setting = Setting(**json.loads(setting_json))
+    if setting.keeps_freed_memory:
+        from unlearn.memory import keep_freed_memory
+
+        keep_freed_memory()
     reply = sys.stdout
     sys.stdout = sys.stderr  # anything libraries print must not mix with the replies
 
@@ -259,6 +274,9 @@ def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, 
         fixed = results.get(f"authors-{kind}")
         if n.startswith("unlearn") and fixed and fixed.get("median_s") and res.get("median_s"):
             res["speedup_vs_fixed_length"] = fixed["median_s"] / res["median_s"]
+        kept = results.get(f"authors-{kind}-longest-kept")
+        if n.startswith("unlearn") and kept and kept.get("median_s") and res.get("median_s"):
+            res["speedup_vs_same_allocator"] = kept["median_s"] / res["median_s"]
         for ref in (f"authors-{kind}-longest", f"authors-{kind}", f"unlearn-{kind}"):
             if ref in results and results[ref].get("median_s") and res.get("median_s"):
                 res["baseline"] = ref
@@ -288,6 +306,8 @@ def markdown(name: str, data: dict[str, Any]) -> str:
             f"{r['tokens_per_step']:.0f} / {r['padded_tokens_per_step']:.0f}",
             f"{r['tokens_per_s']:.0f}",
             (f"{r['speedup']:.2f}x vs {r['baseline']}" if r.get("speedup") and r["baseline"] != n else "baseline")
+            + (f"; {r['speedup_vs_same_allocator']:.2f}x vs their best case with the same allocator setting"
+               if r.get("speedup_vs_same_allocator") else "")
             + (f"; {r['speedup_vs_fixed_length']:.2f}x vs padded to {s['seq_len']}"
                if r.get("speedup_vs_fixed_length") and r.get("baseline", "").endswith("-longest") else ""),
             common.gib(r["peak_bytes"]) if r.get("peak_bytes") else "?",

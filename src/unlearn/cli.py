@@ -325,6 +325,9 @@ def main() -> None:
     # Hubs may be unreachable; never let a progress bar or a telemetry call of a library hang a run.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from unlearn.memory import keep_freed_memory
+
+    keep_freed_memory()
     app()
 
 

@@ -41,6 +41,9 @@ def worker(job_path: str) -> int:
     from unlearn.errors import RunInterrupted, one_line
     from unlearn.files import write_text_atomic
 
+    from unlearn.memory import keep_freed_memory
+
+    keep_freed_memory()  # a process of the command line, as `unlearn run` is
     job = json.loads(Path(job_path).read_text())
     result: dict[str, Any] = {"status": "failed", "phase": "setup"}
     console = Console(stderr=True, highlight=False, width=120)
