@@ -6,10 +6,12 @@ alternated runs, the same model; the decode time only (the prefill is the same f
 
     python benchmarks/kv_cache.py --model runs/demo-teach/model --length 150
     python benchmarks/kv_cache.py --model runs/demo-teach/model --length 40 --rounds 3
+    python benchmarks/kv_cache.py --model runs/demo-teach/model --length 100 --rounds 2 --compile
 
 unlearn.evaluate.decode keeps DynamicCache: moving long-prompt batches into a StaticCache made
 the audit's jailbreak part faster but not the whole audit, so it was taken out again
-(docs/performance.md, "Measured and not kept: a reserved KV cache").
+(docs/performance.md, "Measured and not kept: a reserved KV cache"). It keeps the eager forward
+too: under torch.compile, decoding was slower and the compile took minutes (--compile measures it).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--name", default="kv_cache")
+    ap.add_argument("--compile", action="store_true",
+                    help="then each cache again with the model's forward under torch.compile (dynamic shapes for "
+                         "DynamicCache): the first call's whole time (it compiles), then --rounds timed decodes")
     args = ap.parse_args()
     import torch
     from transformers import AutoModelForCausalLM
@@ -73,17 +78,34 @@ def main() -> None:
             s, outputs[kind] = decode_once(model, kind, ids, args.new_tokens)
             secs[kind].append(s)
             common.progress(f"round {r + 1}: {kind} {s:.2f} s")
+    first: dict[str, float] = {}
+    if args.compile:
+        eager = model.forward
+        for kind in ("dynamic", "static"):
+            name = f"{kind}, compiled"
+            model.forward = torch.compile(eager, dynamic=kind == "dynamic")
+            t = time.perf_counter()
+            _, outputs[name] = decode_once(model, kind, ids, args.new_tokens)
+            first[name] = time.perf_counter() - t
+            common.progress(f"{name}: first call (prefill, decode and compiling) {first[name]:.1f} s")
+            secs[name] = []
+            for r in range(args.rounds):
+                s, outputs[name] = decode_once(model, kind, ids, args.new_tokens)
+                secs[name].append(s)
+                common.progress(f"round {r + 1}: {name} {s:.2f} s")
+            model.forward = eager
+            torch._dynamo.reset()
     med = {k: statistics.median(v) for k, v in secs.items()}
-    same = bool(torch.equal(outputs["dynamic"], outputs["static"]))
+    same = all(torch.equal(outputs["dynamic"], o) for o in outputs.values())
     data = {"settings": vars(args), "seconds": secs, "median_s": med, "ratio_static_to_dynamic": med["static"] / med["dynamic"],
-            "same_tokens": same, "machine": common.machine_info()}
+            "same_tokens": same, "first_call_s": first, "machine": common.machine_info()}
     md = "\n".join([
         f"**{args.name}**: {args.rows} rows x {args.length} prompt tokens, {args.new_tokens} new tokens, greedy, "
-        f"{args.rounds} alternated rounds, decode time only.",
+        f"{args.rounds} alternated rounds, decode time only" + (" (the compiled ones after the eager ones)" if first else "") + ".",
         "",
-        common.table(["cache", "decode s (median)", "ms/step", "vs dynamic"],
+        common.table(["cache", "decode s (median)", "ms/step", "vs dynamic", "first call s (compiling)"],
                      [[k, f"{med[k]:.2f}", f"{1000 * med[k] / (args.new_tokens - 1):.0f}",
-                       f"{med[k] / med['dynamic']:.2f}x"] for k in ("dynamic", "static")]),
+                       f"{med[k] / med['dynamic']:.2f}x", f"{first[k]:.1f}" if k in first else ""] for k in med]),
         "",
         f"Same greedy tokens: {'yes' if same else 'NO'}. Machine: {common.machine_line(data['machine'])}.",
     ])
