@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 # glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 # Free memory at the top of the heap that glibc keeps instead of returning it (the most mallopt takes).
 KEEP_FREE = 2**31 - 1
 TOP_PAD = 64 << 20
