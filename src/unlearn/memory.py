@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ TOP_PAD = 64 << 20
 ENV_SWITCH = "UNLEARN_KEEP_FREED_MEMORY"
 
 
+@functools.lru_cache(maxsize=None)
 def _libc() -> ctypes.CDLL | None:
+    """glibc, loaded once (PeakMemory.reset asks for it at every phase); None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
