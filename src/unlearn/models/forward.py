@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from unlearn.data.encode import IGNORE
+from unlearn.models.attention import PACKED_ATTENTION, UNITS_KWARG, use_packed_attention
 from unlearn.models.pack import PackedRows, layout_cost, pack_rows
 
 # Elements of one chunk of vocabulary-sized fp32 work: 2**25 x 4 bytes = 128 MiB, about 680
@@ -87,9 +88,14 @@ def logits_at(model: Any, inputs: dict[str, torch.Tensor], select: torch.Tensor,
     return logits[:, :-1][select] if where is None else logits.reshape(-1, logits.shape[-1])[where]
 
 
-def packed_inputs(packed: PackedRows) -> dict[str, torch.Tensor]:
-    """The model inputs of a packed layout (its 4D mask and per-row positions)."""
-    return dict(input_ids=packed.input_ids, attention_mask=packed.mask, position_ids=packed.position_ids)
+def packed_inputs(model: Any, packed: PackedRows) -> dict[str, Any]:
+    """The model inputs of a packed layout: its 4D mask and per-row positions, and its units where
+    the model's attention can run unit by unit (unlearn.models.attention, switched on here)."""
+    inputs: dict[str, Any] = dict(input_ids=packed.input_ids, attention_mask=packed.mask,
+                                  position_ids=packed.position_ids)
+    if use_packed_attention(base_model(model)):
+        inputs[UNITS_KWARG] = packed.units
+    return inputs
 
 
 def packed_layout(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PackedRows | None:
@@ -148,7 +154,7 @@ def response_logits(
     packed = packed_layout(model, input_ids, attention_mask) if pack else None
     if packed is not None:
         where = packed.index[:, :-1][select]
-        return logits_at(model, packed_inputs(packed), select, where, fast), targets, rows
+        return logits_at(model, packed_inputs(model, packed), select, where, fast), targets, rows
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask)
     return logits_at(model, inputs, select, None, fast), targets, rows
 
@@ -223,13 +229,13 @@ class ResponseLM(nn.Module):
         self.model.eval()
         try:
             attn = getattr(getattr(base_model(self.model), "config", None), "_attn_implementation", None)
-            if attn != "sdpa":  # eager wants an additive float mask, flash/flex other formats
+            if attn not in ("sdpa", PACKED_ATTENTION):  # eager wants an additive float mask, flash/flex others
                 return False
             plain, _, _ = response_logits(self.model, input_ids, attention_mask, labels, self.fast)
             one_bin = pack_rows(input_ids, attention_mask, width=int(attention_mask.sum()))
             select = labels[:, 1:] != IGNORE
             where = one_bin.index[:, :-1][select]
-            packed = logits_at(self.model, packed_inputs(one_bin), select, where, self.fast)
+            packed = logits_at(self.model, packed_inputs(self.model, one_bin), select, where, self.fast)
             ok = packed.shape == plain.shape
             if ok:
                 scale = plain.float().abs().max().clamp(min=1e-6)

@@ -322,9 +322,12 @@ def load_model(cfg: ModelConfig, tokenizer: Any | None = None) -> tuple[Any, Any
 
 
 def add_lora(model: Any, lora: LoraConfig) -> Any:
-    """Wrap the model with trainable LoRA adapters; base weights are frozen."""
+    """Wrap the model with trainable LoRA adapters; base weights are frozen. The adapters' update
+    is added inside its matmul (unlearn.models.lora)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
+
+    from unlearn.models.lora import fuse_lora_scaling
 
     target = lora.target_modules
     try:
@@ -335,9 +338,11 @@ def add_lora(model: Any, lora: LoraConfig) -> Any:
             target_modules=target,
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(model, peft_cfg)
+        model = get_peft_model(model, peft_cfg)
     except ValueError as e:
         raise UnlearnError(f"model.lora.target_modules: {str(e).splitlines()[0]}") from None
+    fuse_lora_scaling(model)
+    return model
 
 
 def is_peft(model: Any) -> bool:

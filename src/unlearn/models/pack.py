@@ -20,7 +20,11 @@ class PackedRows:
     input_ids, position_ids: [bins, width]; mask: [bins, 1, width, width] boolean, True where a
     token may attend. index[r, t] is where token t of source row r is computed in the flattened
     [bins * width] layout (undefined beyond the row's length); tokens a row shares with another
-    row point at the other row's copy.
+    row point at the other row's copy. units: per bin, its units in order from position 0, as
+    (start, root_end, end, prefix): a token attends only within its unit. [start, root_end) is the
+    unit's first row, plain causal attention; [root_end, end) holds the rows that share its first
+    tokens, each attending to at most the first `prefix` tokens of that row and, causally, to
+    itself (as `mask` says). A bin's tail beyond its last unit is padding.
     """
 
     input_ids: torch.Tensor
@@ -28,16 +32,28 @@ class PackedRows:
     mask: torch.Tensor
     index: torch.Tensor
     cost: int  # layout_cost of this layout
+    units: tuple[tuple[tuple[int, int, int, int], ...], ...] = ()
 
 
 # A row shares its prefix with a longer row only when they have this many first tokens in common.
 MIN_SHARED_PREFIX = 8
+# The widest bin pack_rows plans unless a width is given (wider when one unit is longer).
+MAX_WIDTH = 4096
 
 
-def layout_cost(rows: int, width: int, hidden_size: int) -> int:
+def layout_cost(rows: int, width: int, hidden_size: int, scores: int | None = None) -> int:
     """Estimated cost of a forward over [rows, width] tokens: the linear layers grow with the
-    tokens, attention with rows x width^2 (weighted as half as efficient as a matmul)."""
-    return rows * width * (3 * hidden_size + width)
+    tokens; attention (weighted as half as efficient as a matmul) with the attention scores
+    computed: rows x width^2 for a padded batch, or `scores`, those of a packed layout's units (its
+    attention runs unit by unit: unlearn.models.attention, unit_scores)."""
+    attention = rows * width * width if scores is None else scores
+    return rows * width * 3 * hidden_size + attention
+
+
+def unit_scores(root: int, rest: int, prefix: int) -> int:
+    """Attention scores of a unit (see PackedRows.units): its first row of `root` tokens, causal,
+    and `rest` tokens of rows attending to up to `prefix` of its tokens and to themselves."""
+    return root * root + rest * (prefix + rest)
 
 
 def _units(lengths: list[int], lcp: list[list[int]] | None, cap: int):
@@ -65,9 +81,9 @@ def _units(lengths: list[int], lcp: list[list[int]] | None, cap: int):
 def _plan(lengths: list[int], lcp: list[list[int]] | None, width: int | None, hidden_size: int):
     """Units and their bins: of the unit size limits and bin widths tried, the layout of least
     layout_cost. The limit matters where many short rows begin alike (a template's first tokens):
-    without it they join one unit as wide as a bin may be, whose attention is dense over its whole
-    width. Measured on 128 rows of the demo's evaluation (a target and two outputs per prompt), one
-    decoder forward: 3 bins of 901 tokens 4.3 s, 15 bins of 152 tokens 3.1 s, unpacked 5.2-5.6 s."""
+    without it they join one unit as long as a bin may be, whose attention is dense over its whole
+    length. Since attention runs unit by unit, the bins only add their padding: the widest bin
+    tried holds everything up to MAX_WIDTH tokens (a bin's mask is width^2 booleans)."""
     longest = max(lengths)
     if width is not None or lcp is None:
         caps = [max(longest, 2048)]
@@ -95,16 +111,19 @@ def _plan(lengths: list[int], lcp: list[list[int]] | None, width: int | None, hi
                     fill.append(unit_len[u])
             return bins
 
+        scores = sum(unit_scores(lengths[u], unit_len[u] - lengths[u], max(shared[r] for r in units[u]))
+                     for u in units)
+
         def cost(bins: list[list[int]]) -> int:
-            return layout_cost(len(bins), max(sum(unit_len[u] for u in b) for b in bins), hidden_size)
+            return layout_cost(len(bins), max(sum(unit_len[u] for u in b) for b in bins), hidden_size, scores)
 
         widest, total = max(unit_len.values()), sum(unit_len.values())
         if width is None:
             widths, w = [], widest
-            while w < min(total, 4096):
+            while w < min(total, MAX_WIDTH):
                 widths.append(w)
                 w *= 2
-            widths.append(max(widest, min(total, 4096)))
+            widths.append(max(widest, min(total, MAX_WIDTH)))
             bins = min((first_fit(w) for w in widths), key=cost)
         else:
             bins = first_fit(max(width, widest))
@@ -154,9 +173,12 @@ def pack_rows(
     root = torch.full((nb, width), -1, dtype=torch.long, device=device)
     limit = torch.zeros(nb, width, dtype=torch.long, device=device)
     index = torch.zeros_like(input_ids)
+    bin_units = []
     for b, unit_ids in enumerate(bins):
         off = 0
+        spans = []
         for u in unit_ids:
+            spans.append((off, off + lengths[u], off + unit_len[u], max(shared[r] for r in units[u])))
             for r in units[u]:
                 s0, n_r = shared[r], lengths[r]
                 k = n_r - s0
@@ -170,6 +192,7 @@ def pack_rows(
                 if s0:
                     index[r, :s0] = index[root_of[r], :s0]
                 off += k
+        bin_units.append(tuple(spans))
         tail = width - off
         if tail:  # padding: its own segment, positions from 0
             pos[b, off:] = torch.arange(tail, device=device)
@@ -179,4 +202,4 @@ def pack_rows(
     causal = pos[:, None, :] <= pos[:, :, None]
     cross = (k_owner == root[:, :, None]) & (pos[:, None, :] < limit[:, :, None])
     mask = causal & ((q_owner == k_owner) | cross)
-    return PackedRows(ids, pos, mask.unsqueeze(1), index, cost)
+    return PackedRows(ids, pos, mask.unsqueeze(1), index, cost, tuple(bin_units))
