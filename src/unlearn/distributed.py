@@ -68,6 +68,25 @@ def sharded(accelerator: Any) -> bool:
     return engine(accelerator) in ("fsdp", "deepspeed")
 
 
+def clip_gradients(accelerator: Any, params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """Clip the gradient of `params` to norm max_norm as torch's clip_grad_norm_ does (through the
+    engine, as accelerate's clip_grad_norm_); returns the norm before clipping.
+
+    Where every process holds whole gradients (one process, DDP), the multiply runs only when it
+    changes them: torch's clip_grad_norm_ multiplies every gradient by min(1, max_norm / (norm +
+    1e-6)) even when that is 1, a pass over all of them (about 50 ms a step for a full fine-tune of
+    SmolLM2-135M on 2 CPU cores). The same coefficient decides here, so the result is the same."""
+    from accelerate.utils import DistributedType
+
+    if sharded(accelerator) or accelerator.distributed_type == DistributedType.XLA:
+        return float(accelerator.clip_grad_norm_(params, max_norm))
+    accelerator.unscale_gradients()  # fp16: as accelerate does before clipping
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if max_norm / (float(norm) + 1e-6) < 1.0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return float(norm)
+
+
 def check_engine_options(accelerator: Any, *, save_every: int, merge: bool, grad_accum: int, where: Any) -> None:
     """Refuse, before training, what this version does not do under FSDP/DeepSpeed."""
     if not sharded(accelerator):

@@ -213,3 +213,28 @@ def test_disable_dropout_zeroes_the_models_dropout_but_not_loras():
             for a, v in vars(m).items() if (a.endswith("dropout") or a == "layerdrop") and isinstance(v, float)]
     assert rest and all(v == 0.0 for _, _, v in rest), rest
     assert all(m.p == 0.0 for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" not in n)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3], ids=["under", "near", "over"])
+def test_clip_gradients_equals_torch_and_skips_the_multiply_that_changes_nothing(scale, monkeypatch):
+    from accelerate import Accelerator
+
+    from unlearn.distributed import clip_gradients
+
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (5, 7, 3)]
+    grads = [torch.randn(p.shape, generator=g) for p in params]
+    total = torch.linalg.vector_norm(torch.cat(grads))
+    grads = [x * scale / total for x in grads]  # norm `scale` (1.0: at max_norm; torch multiplies by 1 - 1e-6)
+    theirs = [p.detach().clone().requires_grad_() for p in params]
+    for p, t, x in zip(params, theirs, grads):
+        p.grad, t.grad = x.clone(), x.clone()
+    expected = float(torch.nn.utils.clip_grad_norm_(theirs, 1.0))
+    multiplied = []
+    real = torch.nn.utils.clip_grads_with_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_", lambda *a, **k: multiplied.append(1) or real(*a, **k))
+    norm = clip_gradients(Accelerator(cpu=True), params, 1.0)
+    assert norm == pytest.approx(expected, rel=1e-6)
+    for p, t in zip(params, theirs):
+        assert torch.equal(p.grad, t.grad)
+    assert bool(multiplied) == (scale >= 1.0)  # under the limit: no pass over the gradients

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from unlearn.data import Batch, StepBatcher
-from unlearn.distributed import agree, nonfinite_terms, sharded, sum_across
+from unlearn.distributed import agree, clip_gradients, nonfinite_terms, sharded, sum_across
 from unlearn.objective import Objective, StepContext
 
 
@@ -103,7 +103,7 @@ def train_step(parts: StepParts, step: int, stop_requested: Callable[[], bool] |
     scaler_skip = False
     if not bad:
         if parts.max_grad_norm is not None:
-            grad_norm = float(acc.clip_grad_norm_(parts.params, parts.max_grad_norm))
+            grad_norm = clip_gradients(acc, parts.params, parts.max_grad_norm)
         else:
             grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in parts.params if p.grad is not None]))
         if not math.isfinite(grad_norm) and parts.trace_gradients:
