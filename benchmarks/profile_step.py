@@ -26,6 +26,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=25, help="ops shown")
     args = ap.parse_args()
     s = Setting(impl="unlearn", lora=not args.full)
+    from unlearn.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does at start (unlearn.cli.main)
     torch.manual_seed(s.seed)
     model, tok = load(s)
     runner = UnlearnStep(s, model, tok, common.paper_shaped_data(tok, s.seq_len, shape=s.shape, seed=s.seed))
