@@ -36,6 +36,10 @@ class Setting:
     compile: bool = False  # torch.compile the decoder (unlearn only)
     fused_adamw: bool = True  # unlearn only; False: torch's default (foreach) AdamW, as before
     chunk_vocab: bool = True  # unlearn only; False: vocabulary-sized work in one piece, as before
+    # unlearn only; False: packed rows laid out by the dense attention's cost and attending through
+    # SDPA over each bin's whole mask, as before unlearn.models.attention
+    unit_attention: bool = True
+    fuse_lora: bool = True  # unlearn only; False: peft's own LoRA forward, as before unlearn.models.lora
     batch_size: int = 2
     k: int = 5
     seq_len: int = 128
@@ -73,6 +77,10 @@ class Setting:
             parts.append("foreach AdamW")
         if self.impl == "unlearn" and not self.chunk_vocab:
             parts.append("vocab work in one piece")
+        if self.impl == "unlearn" and not self.unit_attention:
+            parts.append("dense attention over each bin")
+        if self.impl == "unlearn" and self.lora and not self.fuse_lora:
+            parts.append("peft's LoRA forward")
         if self.compile:
             parts.append("compile")
         if self.keeps_freed_memory != (self.impl == "unlearn"):
@@ -128,6 +136,37 @@ def lora_config(setting: Setting) -> Any:
     return LoraConfig(r=setting.lora_r, alpha=2.0 * setting.lora_r, target_modules="all-linear")
 
 
+_SHIPPED: dict[str, Any] = {}
+
+
+def dense_attention(on: bool = True) -> None:
+    """This process's packed forwards as before unlearn.models.attention (on) or as shipped (off):
+    bins chosen by the dense attention's cost (rows x width^2), and no units handed to attention,
+    which then runs SDPA over each bin's whole mask."""
+    from unlearn.models import attention, forward, pack
+
+    if not _SHIPPED:
+        _SHIPPED.update(inputs=forward.packed_inputs, cost=pack.layout_cost)
+    inputs, cost = _SHIPPED["inputs"], _SHIPPED["cost"]
+    if not on:
+        forward.packed_inputs, pack.layout_cost = inputs, cost
+        return
+    forward.packed_inputs = lambda model, packed: {
+        k: v for k, v in inputs(model, packed).items() if k != attention.UNITS_KWARG}
+    pack.layout_cost = lambda rows, width, hidden_size, scores=None: cost(rows, width, hidden_size)
+
+
+def peft_lora_forward(model: Any, on: bool = True) -> None:
+    """The LoRA layers of `model` run peft's own forward (on), or unlearn.models.lora's fused one."""
+    from unlearn.models.lora import fuse_lora_scaling
+
+    if on:
+        for m in model.modules():
+            m.__dict__.pop("forward", None)
+    else:
+        fuse_lora_scaling(model)
+
+
 # --------------------------------------------------------------------------------------------
 # unlearn as shipped
 
@@ -150,6 +189,8 @@ class UnlearnStep:
         s = self.setting = setting
         if not s.chunk_vocab:
             forward.CHUNK_ELEMENTS = 2**62
+        if not s.unit_attention:
+            dense_attention()
         objective = Objective(dict(s.objective))
         encoder = Encoder(tokenizer, "qa", s.seq_len)
         forget = [Example(p, r) for p, r in data["forget"]]
@@ -162,6 +203,8 @@ class UnlearnStep:
         mixed_precision = s.mixed_precision
         if s.lora:
             model = add_lora(model, lora_config(s))
+            if not s.fuse_lora:
+                peft_lora_forward(model)
         else:
             model.requires_grad_(True)
             # As `unlearn run`: half-precision weights train as fp32 master weights under autocast.

@@ -56,6 +56,8 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
         *[(f"step_allocator_{kind}", py + [str(HERE / "step.py"), "--variants", f"allocator-{kind}", "--name",
                                            f"step_allocator_{kind}", "--warmup", "2", "--rounds", "5", "--no-flops",
                                            "--no-tensor-peak"]) for kind in ("full", "lora")],
+        ("step_kernels", py + [str(HERE / "step.py"), "--variants", "kernels", "--name", "step_kernels", "--warmup",
+                               "2", "--rounds", "5", "--no-flops", "--no-tensor-peak"]),
         ("step_chunk", py + [str(HERE / "step.py"), "--variants", "chunk", "--batch", "4", "--seq-len", "256",
                              "--k", "1", "--shape", "full", "--name", "step_chunk", "--warmup", "1",
                              "--rounds", "2", "--no-flops"]),
@@ -144,7 +146,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", help="comma-separated results names to run "
-                    "(step, step_fixed, step_ablation, step_allocator_full, step_allocator_lora, step_chunk, scaling, generate)")
+                    "(step, step_fixed, step_ablation, step_allocator_full, step_allocator_lora, step_kernels, step_chunk, "
+                    "scaling, generate)")
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None

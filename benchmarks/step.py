@@ -3,6 +3,7 @@ against the authors' compute pattern (benchmarks/harness.py), side by side in on
 
     python benchmarks/step.py                                   # the issue's setting, the main table
     python benchmarks/step.py --variants ablation --name step_ablation
+    python benchmarks/step.py --variants kernels --name step_kernels --no-flops --no-tensor-peak
     python benchmarks/step.py --model random:llama-2-7b --dtype bfloat16 --variants unlearn-lora  # GPU
 
 Each variant runs in its own worker process (so that each has its own peak memory), all loaded
@@ -51,6 +52,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unlearn-full-foreach": dict(impl="unlearn", lora=False, fused_adamw=False),
     "unlearn-lora-nochunk": dict(impl="unlearn", lora=True, chunk_vocab=False),
     "unlearn-full-default-malloc": dict(impl="unlearn", lora=False, keep_freed_memory=False),
+    "unlearn-full-dense-attention": dict(impl="unlearn", lora=False, unit_attention=False),
+    "unlearn-lora-dense-attention": dict(impl="unlearn", lora=True, unit_attention=False),
+    "unlearn-lora-unfused": dict(impl="unlearn", lora=True, fuse_lora=False),
+    "unlearn-lora-before-kernels": dict(impl="unlearn", lora=True, unit_attention=False, fuse_lora=False),
     "unlearn-lora-default-malloc": dict(impl="unlearn", lora=True, keep_freed_memory=False),
 }
 GROUPS = {
@@ -68,6 +73,10 @@ GROUPS = {
     "allocator-lora": ["authors-lora-longest", "authors-lora-longest-kept", "unlearn-lora",
                        "unlearn-lora-default-malloc"],
     "chunk": ["unlearn-lora", "unlearn-lora-nochunk"],
+    # Attention unit by unit over packed rows (unlearn.models.attention) and LoRA's update inside its
+    # matmul (unlearn.models.lora), each switched off, and both.
+    "kernels": ["unlearn-lora", "unlearn-lora-dense-attention", "unlearn-lora-unfused", "unlearn-lora-before-kernels",
+                "unlearn-full", "unlearn-full-dense-attention"],
 }
 MARK = "@@bench "
 

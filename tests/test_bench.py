@@ -144,3 +144,40 @@ def test_benchmark_full_fine_tune_of_bf16_weights_trains_fp32_weights_like_the_r
     assert step.parts.params and all(p.dtype == torch.float32 for p in step.parts.params)
     assert all(p.dtype == torch.bfloat16 for p in step.parts.reference.copy.parameters())
     assert "loss" in step.step(0)
+
+
+def test_switched_off_kernels_compute_the_same_step(monkeypatch):
+    """benchmarks/step_switches.py and step.py's `kernels` group time the step with attention over each
+    bin's whole mask and peft's LoRA forward: the switches change which kernels run (no units reach
+    attention; LoRA layers lose the fused forward), not the losses."""
+    from accelerate.utils import set_seed
+
+    from unlearn.models import attention
+
+    seen = []
+    real = attention.packed_attention_forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get(attention.UNITS_KWARG) is not None)
+        return real(*args, **kwargs)
+
+    from transformers import AttentionInterface
+
+    attention._register()
+    monkeypatch.setitem(AttentionInterface._global_mapping, attention.PACKED_ATTENTION, spy)
+    data = {"forget": FORGET, "retain": RETAIN, "pool": [r for _, r in RETAIN]}
+    losses = {}
+    for off in (False, True):
+        setting = harness.Setting(model="tiny-random-llama", lora=True, lora_r=8, batch_size=2, k=2, seq_len=96,
+                                  lr=1e-3, seed=0, unit_attention=not off, fuse_lora=not off)
+        set_seed(0)
+        model, tok = harness.load(setting)
+        seen.clear()
+        try:
+            step = harness.UnlearnStep(setting, model, tok, data)
+            assert any("forward" in m.__dict__ for m in step.model.modules()) is not off
+            losses[off] = [step.step(i)["loss"] for i in range(3)]
+        finally:
+            harness.dense_attention(False)
+        assert seen and all(seen) is not off and any(seen) is not off
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
