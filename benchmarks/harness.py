@@ -158,10 +158,10 @@ def dense_attention(on: bool = True) -> None:
 
 def peft_lora_forward(model: Any, on: bool = True) -> None:
     """The LoRA layers of `model` run peft's own forward (on), or unlearn.models.lora's fused one."""
-    from unlearn.models.lora import fuse_lora_scaling
+    from unlearn.models.lora import fuse_lora_scaling, lora_layers
 
     if on:
-        for m in model.modules():
+        for m in lora_layers(model):
             m.__dict__.pop("forward", None)
     else:
         fuse_lora_scaling(model)

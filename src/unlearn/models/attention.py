@@ -75,10 +75,10 @@ def packed_attention_forward(
     if plain or any(kwargs.get(k) is not None for k in ("softcap", "position_bias")) or kwargs.get("output_attentions"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     if attention_mask.dtype != torch.bool:
         raise ValueError(f"{PACKED_ATTENTION} expects the packed layout's boolean mask, got {attention_mask.dtype}")
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     bins, width = query.shape[0], query.shape[2]
     out = []
     for b, bin_units in enumerate(units):

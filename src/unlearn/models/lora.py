@@ -4,8 +4,8 @@ peft's LoRA linear layer computes `result + lora_B(lora_A(dropout(x))) * scaling
 scaled and added in two passes over a [tokens, out_features] tensor, and the backward scales its
 gradient in a third. Here the base layer's output takes the product in place, scaled by the GEMM
 itself (`addmm_(h, B^T, alpha=scaling)`): the same sum, with no pass of its own; the backward
-scales only the [tokens, r] gradient. Measured on the step benchmark (benchmarks/step.py LoRA):
-see docs/performance.md.
+scales only the [tokens, r] gradient. Measured with `python benchmarks/step_switches.py` (switched
+off in the same process): docs/performance.md.
 
 Only the plain case takes this path: one active adapter, not merged, not disabled, no variant
 (DoRA), no bias on lora_B, a plain nn.Linear base, one dtype throughout and no autocast. Anything
@@ -42,13 +42,14 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
     return result.view(*x.shape[:-1], result.shape[-1])
 
 
-def fuse_lora_scaling(model: Any) -> int:
-    """Give each peft LoRA linear layer of `model` the fused forward; returns how many."""
+def lora_layers(model: Any) -> list[Any]:
+    """The peft LoRA linear layers of `model`."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
-    n = 0
-    for module in model.modules():
-        if type(module) is LoraLinear:
-            module.forward = MethodType(_fused_forward, module)
-            n += 1
-    return n
+    return [m for m in model.modules() if type(m) is LoraLinear]
+
+
+def fuse_lora_scaling(model: Any) -> None:
+    """Give each peft LoRA linear layer of `model` the fused forward."""
+    for module in lora_layers(model):
+        module.forward = MethodType(_fused_forward, module)
