@@ -270,7 +270,8 @@ class AuthorsStep:
     tokenizer's (their code hard-codes OPT's 1), the random answers are drawn from the benchmark's
     pool with a seeded generator, and their LoRA (AdaLoRA r=32 on q_proj, v_proj) is replaced by
     the same plain LoRA as `unlearn`'s LoRA variant so both train the same parameters (AdaLoRA's
-    rank allocation would only add work on their side).
+    rank allocation would only add work on their side), run by peft's own LoRA forward as theirs is
+    (not unlearn.models.lora's fused one, which `add_lora` gives).
     """
 
     TEMPLATE = "### Question: {q}\n ### Answer: {a}"
@@ -291,6 +292,7 @@ class AuthorsStep:
         self.reference.eval()  # from_pretrained returns eval mode; it is never put in train mode
         if s.lora:
             model = add_lora(model, lora_config(s))
+            peft_lora_forward(model)  # their script gets peft's own LoRA forward, not unlearn's fused one
         model.to(self.device)
         model.train()
         if s.gradient_checkpointing:

@@ -74,6 +74,26 @@ def test_authors_pattern_pads_every_row_and_runs_k_per_forget_example(tiny):
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in step.reference.parameters())
 
 
+def test_authors_lora_runs_peft_own_forward_and_unlearn_its_fused_one(tiny):
+    """The authors' script builds its adapters with peft, so its LoRA layers run peft's forward;
+    unlearn.models.lora's fused forward is unlearn's, and the baseline must not get it."""
+    import copy
+
+    from unlearn.models.lora import lora_layers
+
+    model, tok = tiny
+    data = {"forget": FORGET, "retain": RETAIN, "pool": [r for _, r in RETAIN]}
+    fused = {}
+    for impl, cls in (("authors", harness.AuthorsStep), ("unlearn", harness.UnlearnStep)):
+        setting = harness.Setting(model="tiny-random-llama", impl=impl, lora=True, batch_size=2, k=2, seq_len=64)
+        step = cls(setting, copy.deepcopy(model), tok, data)
+        layers = lora_layers(step.model)
+        assert layers
+        fused[impl] = {"forward" in m.__dict__ for m in layers}
+        assert "loss" in step.step(0)
+    assert fused == {"authors": {False}, "unlearn": {True}}
+
+
 def test_authors_best_case_pads_each_batch_to_its_longest_row(tiny):
     """pad="longest": their padding="max_length" with a tokenizer that has no maximum length pads
     nothing beyond each batch's longest row; the rows and the real tokens are the same."""
