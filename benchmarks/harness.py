@@ -145,8 +145,8 @@ def dense_attention(on: bool = True) -> None:
     which then runs SDPA over each bin's whole mask."""
     from unlearn.models import attention, forward, pack
 
-    if not _SHIPPED:
-        _SHIPPED.update(inputs=forward.packed_inputs, cost=pack.layout_cost)
+    _SHIPPED.setdefault("inputs", forward.packed_inputs)
+    _SHIPPED.setdefault("cost", pack.layout_cost)
     inputs, cost = _SHIPPED["inputs"], _SHIPPED["cost"]
     if not on:
         forward.packed_inputs, pack.layout_cost = inputs, cost
@@ -154,6 +154,17 @@ def dense_attention(on: bool = True) -> None:
     forward.packed_inputs = lambda model, packed: {
         k: v for k, v in inputs(model, packed).items() if k != attention.UNITS_KWARG}
     pack.layout_cost = lambda rows, width, hidden_size, scores=None: cost(rows, width, hidden_size)
+
+
+def segment_slices(on: bool = True) -> None:
+    """The step's objective slices each segment's logits (on: as before
+    unlearn.objective.context.split_positions, a whole-shape zero fill per segment in the backward),
+    or takes them from one split (off, as shipped)."""
+    from unlearn.objective import context
+
+    _SHIPPED.setdefault("split", context.split_positions)
+    context.split_positions = (lambda logits, spans: {k: logits[s] for k, s in spans.items()}) if on \
+        else _SHIPPED["split"]
 
 
 def peft_lora_forward(model: Any, on: bool = True) -> None:

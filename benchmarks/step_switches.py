@@ -11,7 +11,8 @@ untouched for a second is several times slower to touch again (a 113 MB fill: 11
 Switches: `attention` (unlearn.models.attention: off = bins laid out by the dense attention's cost and
 SDPA over each bin's whole mask), `lora` (unlearn.models.lora: off = peft's forward), `clip`
 (unlearn.distributed.clip_gradients: off = accelerate's clip_grad_norm_, which multiplies every
-gradient even by 1).
+gradient even by 1), `split` (unlearn.objective.context.split_positions: off = a slice of the logits per
+segment, whose backward fills a zero tensor of the whole [positions, vocab] shape each).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import common  # noqa: E402
-from harness import Setting, UnlearnStep, dense_attention, load, peft_lora_forward  # noqa: E402
+from harness import Setting, UnlearnStep, dense_attention, load, peft_lora_forward, segment_slices  # noqa: E402
 
 
 def main() -> None:
@@ -50,11 +51,12 @@ def main() -> None:
     def accelerate_clip(acc, params, max_norm):
         return float(acc.clip_grad_norm_(params, max_norm))
 
-    switches = ["attention", "clip"] + (["lora"] if s.lora else [])
+    switches = ["attention", "clip", "split"] + (["lora"] if s.lora else [])
     variants = {"as shipped": set(), **{f"{w} off": {w} for w in switches}, "all off": set(switches)}
 
     def apply(off: set[str]) -> None:
         dense_attention("attention" in off)
+        segment_slices("split" in off)
         if s.lora:
             peft_lora_forward(runner.model, "lora" in off)
         step_module.clip_gradients = accelerate_clip if "clip" in off else shipped_clip

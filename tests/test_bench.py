@@ -168,8 +168,8 @@ def test_benchmark_full_fine_tune_of_bf16_weights_trains_fp32_weights_like_the_r
 
 def test_switched_off_kernels_compute_the_same_step(monkeypatch):
     """benchmarks/step_switches.py and step.py's `kernels` group time the step with attention over each
-    bin's whole mask and peft's LoRA forward: the switches change which kernels run (no units reach
-    attention; LoRA layers lose the fused forward), not the losses."""
+    bin's whole mask, peft's LoRA forward and a slice of the logits per segment: the switches change
+    which kernels run (no units reach attention; LoRA layers lose the fused forward), not the losses."""
     from accelerate.utils import set_seed
 
     from unlearn.models import attention
@@ -194,10 +194,15 @@ def test_switched_off_kernels_compute_the_same_step(monkeypatch):
         model, tok = harness.load(setting)
         seen.clear()
         try:
+            harness.segment_slices(off)
             step = harness.UnlearnStep(setting, model, tok, data)
             assert any("forward" in m.__dict__ for m in step.model.modules()) is not off
             losses[off] = [step.step(i)["loss"] for i in range(3)]
         finally:
             harness.dense_attention(False)
+            harness.segment_slices(False)
         assert seen and all(seen) is not off and any(seen) is not off
     assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
+    from unlearn.objective import context
+
+    assert context.split_positions.__module__ == "unlearn.objective.context"  # switched back

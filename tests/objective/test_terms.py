@@ -134,3 +134,52 @@ def test_kl_reduction_rejects_other_values_in_one_line():
     with pytest.raises(UnlearnError, match=r"objective\.kl\.reduction") as e:
         Objective({"kl": {"weight": 1.0, "reduction": "max"}})
     assert "\n" not in str(e.value)
+
+
+def _full_shape_ops_in_backward(total: torch.Tensor, logits: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """(how many ops of the backward make a tensor of the logits' whole shape, d total / d logits)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.shape == logits.shape:
+                Count.n += 1
+            return out
+
+    with Count():
+        (grad,) = torch.autograd.grad(total, logits)
+    return Count.n, grad
+
+
+def test_backward_writes_the_logits_gradient_once_not_once_per_segment(monkeypatch):
+    """Each segment's logits come from one torch.split of the step's logits. With a slice per
+    segment, the backward filled a zero tensor of the whole [positions, vocab] shape for each
+    segment and added them up: three fills and two adds of the vocabulary-sized logits a step."""
+    from unlearn.objective import context
+
+    segments = {"forget": slice(0, 1), "mismatch": slice(1, 2), "retain": slice(2, 3)}
+    objective = Objective({"ga": 0.5, "mismatch": 1.0, "kl": 1.0})
+
+    def run():
+        logits = POLICY.clone().requires_grad_(True)
+        total, _ = objective(make_ctx(segments, logits=logits))
+        return _full_shape_ops_in_backward(total, logits)
+
+    ops, grad = run()
+    monkeypatch.setattr(context, "split_positions", lambda logits, spans: {k: logits[s] for k, s in spans.items()})
+    sliced_ops, sliced_grad = run()
+    assert torch.allclose(grad, sliced_grad, atol=1e-7) and grad.abs().sum() > 0
+    assert ops == 1 and sliced_ops >= 3  # one concatenation, against a fill per segment and adds
+
+
+def test_split_positions_gives_views_and_an_empty_segment_its_empty_slice():
+    from unlearn.objective.context import split_positions
+
+    logits = torch.arange(12.0).reshape(6, 2)
+    parts = split_positions(logits, {"a": slice(0, 2), "b": slice(3, 6), "c": slice(3, 3)})
+    assert torch.equal(parts["a"], logits[0:2]) and torch.equal(parts["b"], logits[3:6])
+    assert parts["c"].shape == (0, 2)
+    assert parts["a"].data_ptr() == logits.data_ptr()  # a view, no copy

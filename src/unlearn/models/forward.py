@@ -51,8 +51,8 @@ def per_position(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> tor
         return fn(*tensors)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     out = []
-    for i in range(0, n, step):
-        part = [t[i : i + step] for t in tensors]
+    # One split, not a slice per chunk: a slice's backward fills a zero tensor of the whole shape.
+    for part in zip(*(t.split(step) for t in tensors)):
         out.append(checkpoint(fn, *part, use_reentrant=False) if grad else fn(*part))
     return torch.cat(out)
 

@@ -64,7 +64,7 @@ def ceu(ctx: StepContext, skip_first: int) -> torch.Tensor:
     average per sequence, then over the batch. Preset `ceu`: the term alone.
     """
     pos = ctx.span("forget")
-    per_token = per_position(ceu_of, ctx.logits[pos], ctx.targets[pos])
+    per_token = per_position(ceu_of, ctx.segment_logits("forget"), ctx.targets[pos])
     keep = (response_index(ctx, "forget") >= skip_first).to(per_token.dtype)
     kept = ctx.seq_sum(keep, "forget")
     per_seq = ctx.seq_sum(per_token * keep, "forget") / kept.clamp(min=1)

@@ -50,6 +50,7 @@ class StepContext:
         self._pos = {
             name: slice(starts[s.start], ends[s.stop - 1]) for name, s in batch.segments.items()
         }
+        self._parts = split_positions(self.logits, self._pos)
         self._reference = reference
         self._reference_segments = tuple(s for s in reference_segments if s in batch.segments)
         self._cache: dict[tuple[str, str], torch.Tensor] = {}
@@ -65,15 +66,20 @@ class StepContext:
         return self._pos[segment]
 
     def span(self, segment: str) -> slice:
-        """The segment's slice of the per-position tensors self.logits, self.targets and self.rows
-        (for terms that work on the raw logits, in chunks with unlearn.models.forward.per_position)."""
+        """The segment's slice of the per-position tensors self.targets and self.rows (a term that
+        works on the raw logits takes segment_logits, in chunks with unlearn.models.forward.per_position)."""
         return self._seg(segment)
+
+    def segment_logits(self, segment: str) -> torch.Tensor:
+        """The policy's logits at the segment's response positions: [tokens, vocab], a view."""
+        self._seg(segment)
+        return self._parts[segment]
 
     def log_softmax(self, segment: str) -> torch.Tensor:
         """Policy log-probabilities over the vocabulary at the segment's response positions, fp32."""
         key = ("lsm", segment)
         if key not in self._cache:
-            self._cache[key] = F.log_softmax(self.logits[self._seg(segment)].float(), dim=-1)
+            self._cache[key] = F.log_softmax(self.segment_logits(segment).float(), dim=-1)
         return self._cache[key]
 
     def token_logps(self, segment: str) -> torch.Tensor:
@@ -84,7 +90,7 @@ class StepContext:
             if ("lsm", segment) in self._cache:
                 lp = self._cache[("lsm", segment)].gather(1, self.targets[pos].unsqueeze(1)).squeeze(1)
             else:
-                lp = per_position(token_logps_of, self.logits[pos], self.targets[pos])
+                lp = per_position(token_logps_of, self.segment_logits(segment), self.targets[pos])
             self._cache[key] = lp
         return self._cache[key]
 
@@ -172,7 +178,7 @@ class StepContext:
         key = ("kl", segment)
         if key not in self._cache:
             pos = self._seg(segment)
-            self._cache[key] = per_position(forward_kl_of, self.logits[pos], self.reference_logits(segment))
+            self._cache[key] = per_position(forward_kl_of, self.segment_logits(segment), self.reference_logits(segment))
         return self._cache[key]
 
     def reference_seq_logp(self, segment: str) -> torch.Tensor:
@@ -189,3 +195,21 @@ class StepContext:
                 raise RuntimeError(f"layer {layer} was not requested from the forward")
             self._reference_pass()
         return self._cache[key]
+
+
+def split_positions(logits: torch.Tensor, spans: dict[str, slice]) -> dict[str, torch.Tensor]:
+    """Each span's rows of `logits` as views from one torch.split, not one slice each.
+
+    The backward of a slice writes its gradient into a zero tensor of the whole [positions, vocab]
+    shape, and autograd adds those up: with three segments, three fills and two adds of the
+    vocabulary-sized logits per step. One split's backward concatenates its parts' gradients into
+    one tensor (zeros only for parts no term used)."""
+    cuts = sorted({0, logits.shape[0], *(b for s in spans.values() for b in (s.start, s.stop))})
+    pieces = dict(zip(zip(cuts, cuts[1:]), logits.split([b - a for a, b in zip(cuts, cuts[1:])])))
+    out = {}
+    for name, s in spans.items():
+        if (s.start, s.stop) in pieces:
+            out[name] = pieces[(s.start, s.stop)]
+        else:  # an empty segment or one that overlaps another's cut: a plain slice
+            out[name] = logits[s]
+    return out

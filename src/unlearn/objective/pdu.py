@@ -110,8 +110,7 @@ def pdu(
     per compute_loss), from this process's own retain NLL, and not saved in checkpoints.
     Preset `pdu`: the term alone (it holds its retain term, open-unlearning's NLL).
     """
-    pos = ctx.span("forget")
-    forget = ctx.seq_mean(per_position(logit_margin_of, ctx.logits[pos]), "forget").mean()
+    forget = ctx.seq_mean(per_position(logit_margin_of, ctx.segment_logits("forget")), "forget").mean()
     retain = ctx.seq_nll("retain").mean()
     value = float(retain.detach())
     lam = state.lam  # this step's weight; the update below is for the next step, as open-unlearning

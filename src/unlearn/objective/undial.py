@@ -59,7 +59,7 @@ def undial(ctx: StepContext, beta: float) -> torch.Tensor:
     """
     pos = ctx.span("forget")
     fn = partial(undial_of, beta=beta)
-    per_token = per_position(fn, ctx.logits[pos], ctx.reference_logits("forget"), ctx.targets[pos])
+    per_token = per_position(fn, ctx.segment_logits("forget"), ctx.reference_logits("forget"), ctx.targets[pos])
     return ctx.seq_mean(per_token, "forget").mean()
 
 
