@@ -189,7 +189,11 @@ class Worker:
 
 
 def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, slow_bf16: bool = False,
-        tensors: bool = True) -> dict[str, Any]:
+        tensors: bool = True, turn: int = 1) -> dict[str, Any]:
+    """`turn`: steps each worker runs back to back when its turn comes, the last one timed (1: one
+    step a turn, as before). A worker waits while the others step, and on a machine that slows
+    memory left untouched for a second (docs/performance.md), one step a turn starts every step
+    cold; a training run steps back to back, which a turn of 2 or more measures."""
     settings = {n: Setting(**{**asdict(base), **VARIANTS[n]}) for n in names}
     if base.threads:  # the matmul peak with the workers' thread count
         import torch
@@ -223,10 +227,13 @@ def run(names: list[str], base: Setting, warmup: int, rounds: int, flops: bool, 
         for r in range(warmup + rounds):
             rot = r % max(1, len(order))
             for n in order[rot:] + order[:rot]:
-                # The first warm-up step counts FLOPs (the counter slows it; warm-up times are unused).
-                out = workers[n].ask("flops" if r == 0 and flops and warmup else "step")
-                if "flops" in out:
-                    results[n]["flops_per_step"] = out["flops"]
+                for j in range(turn):  # only the turn's last step is recorded
+                    # The first warm-up step counts FLOPs (the counter slows it; warm-up times are unused).
+                    out = workers[n].ask("flops" if r == 0 and j == 0 and flops and warmup else "step")
+                    if "flops" in out:
+                        results[n]["flops_per_step"] = out["flops"]
+                    if "error" in out:
+                        break
                 if "error" in out:
                     results[n]["error"] = out["error"]
                     continue
@@ -338,8 +345,9 @@ def markdown(name: str, data: dict[str, Any]) -> str:
     lines = [
         f"**{name}**: model `{s['model']}` ({s['dtype']}), batch {s['batch_size']}, sequence length {s['seq_len']}, "
         f"k = {s['k']}, data shape `{s['shape']}`, objective {s['objective']}; "
-        f"{data['warmup']} warm-up + {data['rounds']} timed rounds, variants interleaved; "
-        f"{s.get('threads') or 'all'} torch thread(s) per worker.",
+        f"{data['warmup']} warm-up + {data['rounds']} timed rounds, variants interleaved"
+        + (f", {data['turn']} steps back to back per turn, the last one timed; " if data.get("turn", 1) > 1 else "; ")
+        + f"{s.get('threads') or 'all'} torch thread(s) per worker.",
         "",
         common.table(head, rows),
         "",
@@ -371,6 +379,9 @@ def main() -> None:
     ap.add_argument("--slow-bf16", action="store_true",
                     help="run bf16 variants even on a CPU without bf16 matmul kernels (minutes per step)")
     ap.add_argument("--name", default="step", help="results file name (benchmarks/results/NAME.json/.md)")
+    ap.add_argument("--steps-per-turn", type=int, default=1,
+                    help="steps each worker runs back to back in its turn, the last one timed (1: every step "
+                    "starts after the others' steps; 2 or more: a step right after another, as in training)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads per worker (0: all cores). 1 is steadier on a machine shared with other work")
     args = ap.parse_args()
@@ -378,6 +389,8 @@ def main() -> None:
         worker(args.worker)
         return
     names = GROUPS.get(args.variants) or [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.steps_per_turn < 1:
+        sys.exit(f"--steps-per-turn must be at least 1, got {args.steps_per_turn}")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         sys.exit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}; groups: {', '.join(GROUPS)}")
@@ -385,9 +398,9 @@ def main() -> None:
                    shape=args.shape, threads=args.threads)
     t0 = time.time()
     data = run(names, base, args.warmup, args.rounds, not args.no_flops, args.slow_bf16,
-               tensors=not args.no_tensor_peak)
+               tensors=not args.no_tensor_peak, turn=args.steps_per_turn)
     data.update(setting={f.name: getattr(base, f.name) for f in fields(base)}, warmup=args.warmup,
-                rounds=args.rounds, wall_s=round(time.time() - t0, 1))
+                rounds=args.rounds, turn=args.steps_per_turn, wall_s=round(time.time() - t0, 1))
     data["machine"] = common.machine_info()
     md = markdown(args.name, data)
     common.write_results(args.name, data, md)
