@@ -135,3 +135,46 @@ def test_model_tokenizer_names_where_the_tokenizer_comes_from(tmp_path, tiny):
     loaded, tok = load_model(cfg)
     assert tok.pad_token_id is not None and tok("abc")["input_ids"]
     assert loaded.config.vocab_size == model.config.vocab_size
+
+
+def test_adapter_folder_loads_merged_as_peft_merges_it_with_weights_in_memory_of_their_own(tmp_path):
+    """A LoRA adapter's folder loads its base with the adapter merged: the same weights as peft's
+    merge_and_unload. The base weights the merge writes are first given memory of their own (a
+    write into weights mapped from the safetensors file copies them page by page)."""
+    from peft import PeftModel
+
+    from unlearn.config import LoraConfig
+    from unlearn.models import add_lora
+
+    model, tok = load_model(ModelConfig(name="tiny-random-llama"))
+    model.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    torch.manual_seed(0)
+    lora = add_lora(load_model(ModelConfig(name=str(tmp_path / "base")))[0], LoraConfig(r=4, alpha=8.0))
+    with torch.no_grad():
+        for n, p in lora.named_parameters():
+            if "lora_B" in n:
+                p.normal_()  # peft starts B at zero: give the merge something to add
+    lora.save_pretrained(tmp_path / "adapter")
+    merged, _ = load_model(ModelConfig(name=str(tmp_path / "adapter")))
+    base = load_model(ModelConfig(name=str(tmp_path / "base")))[0]
+    expected = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).merge_and_unload().state_dict()
+    got = merged.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+    assert any(not torch.equal(got[k], base_w) for k, base_w in load_model(
+        ModelConfig(name=str(tmp_path / "base")))[0].state_dict().items())  # the adapter changed something
+
+
+def test_own_memory_copies_values_keeps_the_parameters_and_their_ties():
+    from unlearn.models import own_memory
+
+    model, _ = load_model(ModelConfig(name="tiny-random-llama"))
+    model.tie_weights()
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    params = list(model.parameters())
+    before = [(p.data_ptr(), p.detach().clone()) for p in params]
+    own_memory(params)
+    assert list(model.parameters()) == params  # the same Parameter objects: optimizers, ties hold
+    assert all(p.data_ptr() != ptr and torch.equal(p, v) for p, (ptr, v) in zip(params, before))
+    assert (emb is head) == (model.get_input_embeddings().weight is model.get_output_embeddings().weight)

@@ -30,6 +30,7 @@ from unlearn.models.load import (
     is_peft,
     load_model,
     load_tokenizer,
+    own_memory,
     quiet_transformers,
     resolve_name,
 )
@@ -40,7 +41,7 @@ from unlearn.models.save import save_model
 __all__ = [
     "ALIASES", "DTYPES", "SMOLLM2_GGUF", "PackedRows", "Reference",
     "ResponseLM", "add_lora", "base_model", "computed_tokens", "byte_tokenizer", "cache_dir", "disable_dropout", "ensure_pad_token", "forward_kl_of",
-    "is_peft", "layout_cost", "load_model", "load_tokenizer", "logits_at", "model_hidden_size", "pack_rows", "packed_layout",
-    "packed_inputs", "per_position", "quiet_transformers", "resolve_name", "response_logits", "save_model",
+    "is_peft", "layout_cost", "load_model", "load_tokenizer", "logits_at", "model_hidden_size", "own_memory", "pack_rows",
+    "packed_layout", "packed_inputs", "per_position", "quiet_transformers", "resolve_name", "response_logits", "save_model",
     "token_logps_of",
 ]

@@ -273,6 +273,19 @@ def _adapter_base(folder: Path) -> str:
     return base
 
 
+def own_memory(tensors: list[torch.Tensor]) -> None:
+    """Give each CPU tensor memory of its own before it is written in place.
+
+    Weights loaded from safetensors are mapped from the file: reading them costs nothing more, but
+    the first write to each 4 KiB page faults and copies that page. Merging the demo's adapter into
+    its 135M-parameter base wrote 430 MB that way in 1.9 s on the benchmark machine; a copy of the
+    same tensors first (reads of the mapped pages, writes to fresh memory) took 0.13 s."""
+    with torch.no_grad():
+        for t in tensors:
+            if t.device.type == "cpu":
+                t.data = t.data.clone()
+
+
 def load_model(cfg: ModelConfig, tokenizer: Any | None = None) -> tuple[Any, Any]:
     """Load (model, tokenizer) for cfg.name in cfg.dtype. A folder holding a LoRA adapter loads
     its base model (alias, folder or hub id) with the adapter applied."""
@@ -297,6 +310,9 @@ def load_model(cfg: ModelConfig, tokenizer: Any | None = None) -> tuple[Any, Any
         )
         base, _ = load_model(base_cfg, tokenizer)
         model = PeftModel.from_pretrained(base, str(where))
+        from unlearn.models.lora import lora_layers
+
+        own_memory([m.base_layer.weight for m in lora_layers(model)])  # the merge writes them
         model = model.merge_and_unload()
     else:
         from transformers import AutoModelForCausalLM

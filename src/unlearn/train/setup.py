@@ -30,7 +30,7 @@ from unlearn.distributed import (
 )
 from unlearn.errors import UnlearnError
 from unlearn.files import check_free_space, inside, refuse_dangerous_overwrite, remove_stale_temps, write_text_atomic
-from unlearn.models import Reference, ResponseLM, add_lora, disable_dropout, load_model
+from unlearn.models import Reference, ResponseLM, add_lora, disable_dropout, load_model, own_memory
 from unlearn.objective import Objective
 from unlearn.runstate import Manifest, run_status
 from unlearn.train.checkpoint import check_resume_config, latest_checkpoint, load_checkpoint, loop_state
@@ -123,6 +123,7 @@ def prepare_policy(
         disable_dropout(model)
     policy = ResponseLM(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    own_memory(params)  # each step writes them: not into pages mapped from the weights' file
     optimizer = make_optimizer(params, train, fused)
     scheduler = schedule(optimizer) if schedule is not None else None
     probe = batcher.batch(0)
