@@ -286,6 +286,14 @@ def own_memory(tensors: list[torch.Tensor]) -> None:
                 t.data = t.data.clone()
 
 
+def merge_lora(model: Any) -> Any:
+    """peft's merge_and_unload, its base weights first given memory of their own (own_memory)."""
+    from unlearn.models.lora import lora_layers
+
+    own_memory([m.base_layer.weight for m in lora_layers(model)])
+    return model.merge_and_unload()
+
+
 def load_model(cfg: ModelConfig, tokenizer: Any | None = None) -> tuple[Any, Any]:
     """Load (model, tokenizer) for cfg.name in cfg.dtype. A folder holding a LoRA adapter loads
     its base model (alias, folder or hub id) with the adapter applied."""
@@ -309,11 +317,7 @@ def load_model(cfg: ModelConfig, tokenizer: Any | None = None) -> tuple[Any, Any
             trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
         )
         base, _ = load_model(base_cfg, tokenizer)
-        model = PeftModel.from_pretrained(base, str(where))
-        from unlearn.models.lora import lora_layers
-
-        own_memory([m.base_layer.weight for m in lora_layers(model)])  # the merge writes them
-        model = model.merge_and_unload()
+        model = merge_lora(PeftModel.from_pretrained(base, str(where)))
     else:
         from transformers import AutoModelForCausalLM
 

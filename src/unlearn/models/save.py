@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from unlearn.models.load import is_peft
+from unlearn.models.load import is_peft, merge_lora
 
 
 def save_model(
@@ -59,7 +59,7 @@ def save_model(
 
         atomic("adapter" if merge else "model", save_adapter)
         if merge:
-            merged = model.merge_and_unload()
+            merged = merge_lora(model)
             atomic("model", lambda p: merged.save_pretrained(p, safe_serialization=True))
     else:
         atomic("model", lambda p: model.save_pretrained(p, safe_serialization=True, **extra))
