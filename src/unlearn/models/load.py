@@ -287,10 +287,10 @@ def own_memory(tensors: list[torch.Tensor]) -> None:
 
 
 def merge_lora(model: Any) -> Any:
-    """peft's merge_and_unload, its base weights first given memory of their own (own_memory)."""
-    from unlearn.models.lora import lora_layers
-
-    own_memory([m.base_layer.weight for m in lora_layers(model)])
+    """peft's merge_and_unload, the weights first given memory of their own (own_memory): all of
+    them, not only those the merge writes, so that nothing holds on to the file's mapping and its
+    pages leave the process (copying only the merged ones kept 430 MB more resident in the demo)."""
+    own_memory(list(model.parameters()))
     return model.merge_and_unload()
 
 
