@@ -1,5 +1,7 @@
 """Model loading: aliases, pad tokens, safety switches."""
 
+import sys
+
 import pytest
 import torch
 
@@ -178,3 +180,36 @@ def test_own_memory_copies_values_keeps_the_parameters_and_their_ties():
     assert list(model.parameters()) == params  # the same Parameter objects: optimizers, ties hold
     assert all(p.data_ptr() != ptr and torch.equal(p, v) for p, (ptr, v) in zip(params, before))
     assert (emb is head) == (model.get_input_embeddings().weight is model.get_output_embeddings().weight)
+
+
+def _mapped_file(ptr: int) -> str | None:
+    """The file whose mapping holds address `ptr` in this process (Linux), else None."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= ptr < hi:
+                return parts[5].strip() if len(parts) == 6 and parts[5].strip().startswith("/") else None
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_adapter_merge_and_cpu_training_leave_no_weight_in_the_file_mapping(tmp_path):
+    """What own_memory is for: weights loaded from safetensors sit in the file's mapping (a write
+    copies them page by page); the merged model's weights and the parameters training writes do not."""
+    from unlearn.config import LoraConfig
+    from unlearn.models import add_lora, own_memory
+
+    model, tok = load_model(ModelConfig(name="tiny-random-llama"))
+    model.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    loaded, _ = load_model(ModelConfig(name=str(tmp_path / "base")))
+    files = {_mapped_file(p.data_ptr()) for p in loaded.parameters()}
+    if not any(f and f.endswith(".safetensors") for f in files):
+        pytest.skip("this transformers version does not map the weights from the file")
+    own_memory(list(loaded.parameters()))
+    assert not any(_mapped_file(p.data_ptr()) for p in loaded.parameters())
+    lora = add_lora(load_model(ModelConfig(name=str(tmp_path / "base")))[0], LoraConfig(r=4, alpha=8.0))
+    lora.save_pretrained(tmp_path / "adapter")
+    merged, _ = load_model(ModelConfig(name=str(tmp_path / "adapter")))
+    assert not any(_mapped_file(p.data_ptr()) for p in merged.parameters())

@@ -123,7 +123,8 @@ def prepare_policy(
         disable_dropout(model)
     policy = ResponseLM(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    own_memory(params)  # each step writes them: not into pages mapped from the weights' file
+    if accelerator.device.type == "cpu":  # trained here, each step writes them: not into the file's mapped pages
+        own_memory(params)  # (on a GPU the engine copies them over; a CPU copy first would only cost RAM)
     optimizer = make_optimizer(params, train, fused)
     scheduler = schedule(optimizer) if schedule is not None else None
     probe = batcher.batch(0)
