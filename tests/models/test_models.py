@@ -169,17 +169,22 @@ def test_adapter_folder_loads_merged_as_peft_merges_it_with_weights_in_memory_of
 
 
 def test_own_memory_copies_values_keeps_the_parameters_and_their_ties():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     from unlearn.models import own_memory
 
-    model, _ = load_model(ModelConfig(name="tiny-random-llama"))
-    model.tie_weights()
-    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True))
+    emb = model.get_input_embeddings().weight
+    assert emb is model.get_output_embeddings().weight  # tied: one Parameter in both places
     params = list(model.parameters())
     before = [(p.data_ptr(), p.detach().clone()) for p in params]
+    emb_ptr = emb.data_ptr()
     own_memory(params)
     assert list(model.parameters()) == params  # the same Parameter objects: optimizers, ties hold
     assert all(p.data_ptr() != ptr and torch.equal(p, v) for p, (ptr, v) in zip(params, before))
-    assert (emb is head) == (model.get_input_embeddings().weight is model.get_output_embeddings().weight)
+    assert model.get_input_embeddings().weight is emb is model.get_output_embeddings().weight
+    assert model.get_output_embeddings().weight.data_ptr() == emb.data_ptr() != emb_ptr
 
 
 def _mapped_file(ptr: int) -> str | None:
