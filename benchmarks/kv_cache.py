@@ -1,17 +1,18 @@
 """KV cache for decoding: transformers' DynamicCache (every step concatenates each layer's keys and
 values with the new token's, a copy of the whole cache) against its StaticCache (room reserved,
-the new token written in place, attention over the reserved length with the rest masked). One
-prefill, then greedy decoding of --new-tokens tokens for --rows rows of --length random tokens,
-alternated runs, the same model; the decode time only (the prefill is the same for both).
+the new token written in place, attention over the reserved length with the rest masked) and
+against unlearn's reserved layers (unlearn.evaluate.kvcache: room reserved after the prefill, the
+new token written in place, attention over the filled part only, a view). One prefill, then greedy
+decoding of --new-tokens tokens for --rows rows of --length random tokens, alternated runs, the
+same model; the decode time only (the prefill is the same for all).
 
     python benchmarks/kv_cache.py --model runs/demo-teach/model --length 150
     python benchmarks/kv_cache.py --model runs/demo-teach/model --length 40 --rounds 3
     python benchmarks/kv_cache.py --model runs/demo-teach/model --length 100 --rounds 2 --compile
 
-unlearn.evaluate.decode keeps DynamicCache: moving long-prompt batches into a StaticCache made
-the audit's jailbreak part faster but not the whole audit, so it was taken out again
-(docs/performance.md, "Measured and not kept: a reserved KV cache"). It keeps the eager forward
-too: under torch.compile, decoding was slower and the compile took minutes (--compile measures it).
+unlearn.evaluate.decode decodes with the reserved layers (docs/performance.md says what each
+measured). It keeps the eager forward: under torch.compile, decoding was slower and the compile
+took minutes (--compile measures it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def decode_once(model, kind: str, ids, new_tokens: int):
     import torch
     from transformers.cache_utils import DynamicCache, StaticCache
 
+    from unlearn.evaluate.kvcache import reserve
+
     rows, length = ids.shape
     cache = StaticCache(config=model.config, max_cache_len=length + new_tokens) if kind == "static" else DynamicCache()
     mask = torch.ones_like(ids)
@@ -42,6 +45,8 @@ def decode_once(model, kind: str, ids, new_tokens: int):
         token = out.logits[:, -1].argmax(-1)[:, None]
         tokens = [token]
         position = position[:, -1:]
+        if kind == "reserved" and not reserve(cache, new_tokens - 1):
+            raise SystemExit("this model's cache has layers that cannot be reserved")
         t = time.perf_counter()
         for _ in range(new_tokens - 1):
             mask = torch.cat([mask, mask.new_ones((rows, 1))], 1)
@@ -71,10 +76,11 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     torch.manual_seed(0)
     ids = torch.randint(100, min(5000, model.config.vocab_size), (args.rows, args.length))
-    secs: dict[str, list[float]] = {"dynamic": [], "static": []}
+    kinds = ("dynamic", "static", "reserved")
+    secs: dict[str, list[float]] = {k: [] for k in kinds}
     outputs = {}
     for r in range(args.rounds):
-        for kind in (("dynamic", "static") if r % 2 == 0 else ("static", "dynamic")):
+        for kind in kinds[r % 3:] + kinds[: r % 3]:
             s, outputs[kind] = decode_once(model, kind, ids, args.new_tokens)
             secs[kind].append(s)
             common.progress(f"round {r + 1}: {kind} {s:.2f} s")
@@ -98,10 +104,11 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in secs.items()}
     same = all(torch.equal(outputs["dynamic"], o) for o in outputs.values())
     data = {"settings": vars(args), "seconds": secs, "median_s": med, "ratio_static_to_dynamic": med["static"] / med["dynamic"],
+            "ratio_reserved_to_dynamic": med["reserved"] / med["dynamic"],
             "same_tokens": same, "first_call_s": first, "machine": common.machine_info()}
     md = "\n".join([
         f"**{args.name}**: {args.rows} rows x {args.length} prompt tokens, {args.new_tokens} new tokens, greedy, "
-        f"{args.rounds} alternated rounds, decode time only" + (" (the compiled ones after the eager ones)" if first else "") + ".",
+        f"{args.rounds} rounds, the order rotated each round, decode time only" + (" (the compiled ones after the eager ones)" if first else "") + ".",
         "",
         common.table(["cache", "decode s (median)", "ms/step", "vs dynamic", "first call s (compiling)"],
                      [[k, f"{med[k]:.2f}", f"{1000 * med[k] / (args.new_tokens - 1):.0f}",

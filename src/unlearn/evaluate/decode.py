@@ -1,5 +1,5 @@
 """The decoding loop under `unlearn.evaluate.generate`: batches of parts, a shared prefix computed
-once, rows that have ended dropped from the batch and its KV cache.
+once, a KV cache written in place, rows that have ended dropped from the batch and its KV cache.
 
     batches(ids, batch_size)      row indices in batches of parts (one per prefix group, and the rest)
     part_of(ids, rows, pad_id)    a part's tensors: the common prefix apart, the rest left-padded
@@ -179,6 +179,10 @@ def decode(
     real tokens from the attention mask, as transformers' generate counts them, so greedy outputs
     are the ones it gives for each prompt alone.
 
+    The joined cache's layers then write each step's keys and values in place, into room reserved
+    for max_new_tokens (unlearn.evaluate.kvcache.reserve), where DynamicCache copies the whole cache
+    every step.
+
     Rows that have ended leave the batch, and their rows of the KV cache go
     (`Cache.batch_select_indices`), once they are an eighth of it (DROP_EVERY; each drop copies the
     cache), so later steps compute mostly the rows still going. A cache without
@@ -189,6 +193,11 @@ def decode(
     joined = started[0] if len(started) == 1 else _join(started)
     if joined is None:
         return [t for s in started for t in _continue(model, forward, pick, s, settings, eos_ids, stopped)]
+    del started  # the parts' own caches, copied into the joined one
+    if settings.max_new_tokens > 1:
+        from unlearn.evaluate.kvcache import reserve
+
+        reserve(joined[1], settings.max_new_tokens - 1)  # the first new token comes from the prefill
     return _continue(model, forward, pick, joined, settings, eos_ids, stopped)
 
 
