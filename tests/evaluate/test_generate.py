@@ -210,3 +210,19 @@ def test_perplexity_by_hand_on_a_tiny_model(tiny):
     (value,) = output_nll(FixedLogits(logits), enc, ["q"], ["ab"], 1)
     assert enc.encode("q", "ab").ids[enc.encode("q", "ab").n_prompt:] == tok(" ab", add_special_tokens=False)["input_ids"]
     assert math.exp(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_rows_sharing_no_prefix_are_prefilled_in_parts_of_similar_length():
+    """A part takes rows, longest first, while they are at least 1 - WIDTH_SPREAD of its longest,
+    or while it has fewer than MIN_PART rows; the parts still make one batch, every row in it once."""
+    from unlearn.evaluate.decode import MIN_PART, WIDTH_SPREAD
+
+    assert 37 >= (1 - WIDTH_SPREAD) * 40 > 20
+    lengths = [40] * MIN_PART + [39, 37] + [20] * (MIN_PART + 1) + [5, 4, 3]
+    rows = [[1000 + i] + [7] * (n - 1) for i, n in enumerate(lengths)]  # no two begin alike
+    (batch,) = batches(rows, len(rows))
+    assert sorted(i for part in batch for i in part) == list(range(len(rows)))
+    assert [[len(rows[i]) for i in part] for part in batch] == [
+        [40] * MIN_PART + [39, 37], [20] * (MIN_PART + 1), [5, 4, 3]]
+    padded = sum(len(part) * max(len(rows[i]) for i in part) for part in batch)
+    assert padded == 10 * 40 + 9 * 20 + 3 * 5  # against len(rows) * 40 in one part
