@@ -111,6 +111,24 @@ def tiny():
 
 
 @pytest.fixture
+def varied():
+    """A tiny-random-llama of its own (`tiny` is shared) with larger random weights: its outputs
+    differ from prompt to prompt."""
+    import torch
+
+    from unlearn.config import ModelConfig
+    from unlearn.models import load_model
+
+    model, tok = load_model(ModelConfig(name="tiny-random-llama"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.5)
+    return model, tok
+
+
+@pytest.fixture
 def plugin_module(tmp_path: Path, monkeypatch):
     """Write a module outside unlearn that registers terms, presets, metrics, judges, audit attacks,
     jailbreak rewrites or benchmarks, importable by its name (for a config's `imports`). Everything it registers is unregistered after the test, so

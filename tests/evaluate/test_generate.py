@@ -29,22 +29,6 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny):
     assert batched == single
 
 
-@pytest.fixture
-def varied():
-    """A tiny-random-llama of its own (`tiny` is shared) with larger random weights: its outputs
-    differ from prompt to prompt."""
-    from unlearn.config import ModelConfig
-    from unlearn.models import load_model
-
-    model, tok = load_model(ModelConfig(name="tiny-random-llama"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.normal_(0, 0.5)
-    return model, tok
-
-
 def test_decode_gives_transformers_greedy_tokens_and_ends_rows_at_eos(varied):
     """decode is transformers' greedy generate, token for token, with left padding, and a row ends
     at its end-of-turn token as generate ends it (generate then pads it; decode drops it)."""

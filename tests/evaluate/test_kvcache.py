@@ -1,6 +1,5 @@
 """The reserved KV cache: each decoding step writes in place, and attention sees what it saw before."""
 
-import pytest
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
@@ -71,20 +70,6 @@ def test_only_a_cache_of_plain_filled_layers_is_changed():
     assert not reserve(sliding, room=4)
     assert [type(x) for x in sliding.layers] == [DynamicLayer, DynamicSlidingWindowLayer]
     assert not reserve(object(), room=4)
-
-
-@pytest.fixture
-def varied():
-    from unlearn.config import ModelConfig
-    from unlearn.models import load_model
-
-    model, tok = load_model(ModelConfig(name="tiny-random-llama"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.normal_(0, 0.5)
-    return model, tok
 
 
 def test_decoding_writes_the_cache_in_place_and_gives_transformers_greedy_tokens(varied):
