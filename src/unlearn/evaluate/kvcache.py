@@ -5,9 +5,10 @@ decoding step: a copy of the whole cache, per layer, per step. In the audit's ja
 demo model, 128 rows of about 70 prompt tokens) those copies were 2.9 of 7.0 s of the decode's CPU
 time in a profile, as much as the matrix multiplies. `ReservedLayer` keeps the same tensors in
 buffers with `room` more positions and hands attention the filled part, a view: a step writes one
-position. The attention kernels read the view's strides as they are (SDPA on CPU and CUDA; decoding
-with grouped-query attention packs the query heads, transformers' `pack_gqa`, so no copy is made
-of the keys either). What attention sees, and so every output, is the same.
+position. SDPA reads the view's strides as they are (checked on the CPU: 1.15 ms against 1.11 ms
+on a contiguous copy; not measured on a GPU), and transformers 5.24 decodes grouped-query attention
+by packing the query heads (`pack_gqa`), so no copy is made of the keys either. What attention
+sees, and so every output, is the same.
 
     reserve(cache, room)   turn a prefilled DynamicCache's layers into ReservedLayers, in place;
                            False (nothing changed) unless every layer is a plain DynamicLayer
