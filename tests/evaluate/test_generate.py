@@ -210,3 +210,42 @@ def test_rows_sharing_no_prefix_are_prefilled_in_parts_of_similar_length():
         [40] * MIN_PART + [39, 37], [20] * (MIN_PART + 1), [5, 4, 3]]
     padded = sum(len(part) * max(len(rows[i]) for i in part) for part in batch)
     assert padded == 10 * 40 + 9 * 20 + 3 * 5  # against len(rows) * 40 in one part
+
+
+def test_a_batched_prefill_takes_the_last_positions_logits_in_one_matmul_and_copies_no_grouped_keys(varied):
+    """The output head on a padded batch's last positions, and its attention over grouped-query
+    heads: transformers' `logits_to_keep=1` hands the head a strided slice, which torch multiplies
+    as a batched matmul of the weight expanded per row (aten.bmm) when the weight is frozen, as in
+    evaluation; and its SDPA copies keys and values once per query head when a mask is given
+    (repeat_kv: a clone per layer)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model, tok = varied
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:  # as evaluation loads it
+        p.requires_grad_(False)
+    assert model.config.num_attention_heads > model.config.num_key_value_heads  # grouped-query heads
+    enc = Encoder(tok, "qa", 96)
+    ids = prompt_ids(enc, PROMPTS, 96)
+    width = max(map(len, ids))
+    part = Part(torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in ids]),
+                torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids]))
+    seen = []
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with Ops():
+            got = decode(model, [part], GenerationSettings(max_new_tokens=1))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    assert "aten.bmm" not in seen
+    assert "aten.clone" not in seen
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in seen and "aten.mm" in seen  # the ops were seen
+    out = model.generate(input_ids=part.input_ids, attention_mask=part.attention_mask, max_new_tokens=1,
+                         do_sample=False, top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
+    assert got == [r[width:].tolist() for r in out]

@@ -175,3 +175,31 @@ def test_fused_lora_keeps_dropout_on_the_branch():
     plain = type(layer).forward(layer, x)  # peft's own
     assert torch.allclose(fused, plain, atol=1e-6)
     assert not torch.allclose(fused, layer.base_layer(x))  # the branch is there
+
+
+def test_masked_grouped_query_attention_on_the_cpu_copies_no_keys_and_equals_transformers_sdpa(monkeypatch):
+    """A padded batch's forward (generation's prefill, the unpacked NLL) over grouped-query heads:
+    transformers' SDPA copies keys and values once per query head (repeat_kv) whenever a mask is
+    given; ours runs SDPA's own grouped-query attention, to the same values and gradients."""
+    import transformers.integrations.sdpa_attention as S
+
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(3, 4, 7, 8, generator=g, requires_grad=True)
+    k = torch.randn(3, 2, 11, 8, generator=g, requires_grad=True)  # 4 cached positions, then the 7 new ones
+    v = torch.randn(3, 2, 11, 8, generator=g, requires_grad=True)
+    mask = torch.ones(3, 1, 7, 11, dtype=torch.bool)
+    mask[..., 4:] = torch.ones(7, 7, dtype=torch.bool).tril()
+    mask[1, ..., :2] = False  # left padding of one row
+    theirs, _ = S.sdpa_attention_forward(_Heads(), q, k, v, mask)
+    copies = []
+    real_repeat = S.repeat_kv
+    monkeypatch.setattr(S, "repeat_kv", lambda t, n: copies.append(n) or real_repeat(t, n))
+    ours, _ = A.packed_attention_forward(_Heads(), q, k, v, mask)
+    assert copies == []
+    assert torch.equal(ours, theirs)
+    w = torch.randn(theirs.shape, generator=g)
+    for a, e in zip(torch.autograd.grad((ours * w).sum(), (q, k, v)), torch.autograd.grad((theirs * w).sum(), (q, k, v))):
+        assert torch.allclose(a, e, atol=1e-6)
+    # one query position (a decoding step) stays transformers' own path, which packs the query heads
+    one, _ = A.packed_attention_forward(_Heads(), q[:, :, -1:], k, v, mask[:, :, -1:])
+    assert torch.equal(one, S.sdpa_attention_forward(_Heads(), q[:, :, -1:], k, v, mask[:, :, -1:])[0])

@@ -10,10 +10,14 @@ own, with the matching slice of the mask. Same scores, same softmax over the sam
 a bin's tail, which nothing reads, gets zeros.
 
 It is registered with transformers' attention interface as PACKED_ATTENTION. Without the units
-(every unpacked forward, generation) it is transformers' own SDPA attention, unchanged, with SDPA's
-mask creation. `use_packed_attention` switches a model whose attention is SDPA to it; the packed
-forward (unlearn.models.forward) does so and passes the units as UNITS_KWARG. The switch is not
-saved with the model (transformers drops the internal attention setting from config.json).
+(every unpacked forward, generation) it is transformers' own SDPA attention, with SDPA's mask
+creation; one difference, on the CPU only: a masked forward of several positions over grouped-query
+heads runs as SDPA's own grouped-query attention, without copying the keys and values once per
+query head (_grouped_on_cpu; the same result to the bit). `use_packed_attention` switches a model
+whose attention is SDPA to it; the packed forward (unlearn.models.forward) and decoding
+(unlearn.evaluate.decode) do so, and the packed forward passes the units as UNITS_KWARG. The
+switch is not saved with the model (transformers drops the internal attention setting from
+config.json).
 """
 
 from __future__ import annotations
@@ -73,6 +77,10 @@ def packed_attention_forward(
     units = kwargs.pop(UNITS_KWARG, None)
     plain = units is None or attention_mask is None or attention_mask.dim() != 4
     if plain or any(kwargs.get(k) is not None for k in ("softcap", "position_bias")) or kwargs.get("output_attentions"):
+        if _grouped_on_cpu(module, query, attention_mask, kwargs):
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
+                                                 scale=scaling, enable_gqa=True)
+            return out.transpose(1, 2).contiguous(), None
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     if attention_mask.dtype != torch.bool:
@@ -107,3 +115,18 @@ def packed_attention_forward(
         out.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
     attn = out[0] if bins == 1 else torch.cat(out, dim=0)
     return attn.transpose(1, 2).contiguous(), None
+
+
+def _grouped_on_cpu(module: torch.nn.Module, query: torch.Tensor, attention_mask: torch.Tensor | None,
+                    kwargs: dict[str, Any]) -> bool:
+    """Whether a masked forward of several query positions over grouped-query heads runs as SDPA's
+    own grouped-query attention (enable_gqa) on the CPU. transformers' SDPA copies the keys and
+    values once per query head there (`repeat_kv`): it keeps enable_gqa for unmasked attention,
+    because CUDA's kernels fall back to the math one with a mask. The CPU's flash kernel takes the
+    mask and the grouped heads as they are, with the same result to the bit
+    (tests/models/test_attention.py); in the audit's prefill of the demo model, that copy was 11 %
+    of the CPU time."""
+    return (query.device.type == "cpu" and attention_mask is not None and query.shape[2] > 1
+            and getattr(module, "num_key_value_groups", 1) > 1
+            and not any(kwargs.get(k) is not None for k in ("softcap", "position_bias"))
+            and not kwargs.get("output_attentions"))
