@@ -76,8 +76,9 @@ def packed_attention_forward(
 
     units = kwargs.pop(UNITS_KWARG, None)
     plain = units is None or attention_mask is None or attention_mask.dim() != 4
-    if plain or any(kwargs.get(k) is not None for k in ("softcap", "position_bias")) or kwargs.get("output_attentions"):
-        if _grouped_on_cpu(module, query, attention_mask, kwargs):
+    special = any(kwargs.get(k) is not None for k in ("softcap", "position_bias")) or kwargs.get("output_attentions")
+    if plain or special:
+        if not special and _grouped_on_cpu(module, query, attention_mask):
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
                                                  scale=scaling, enable_gqa=True)
             return out.transpose(1, 2).contiguous(), None
@@ -117,8 +118,7 @@ def packed_attention_forward(
     return attn.transpose(1, 2).contiguous(), None
 
 
-def _grouped_on_cpu(module: torch.nn.Module, query: torch.Tensor, attention_mask: torch.Tensor | None,
-                    kwargs: dict[str, Any]) -> bool:
+def _grouped_on_cpu(module: torch.nn.Module, query: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
     """Whether a masked forward of several query positions over grouped-query heads runs as SDPA's
     own grouped-query attention (enable_gqa) on the CPU. transformers' SDPA copies the keys and
     values once per query head there (`repeat_kv`): it keeps enable_gqa for unmasked attention,
@@ -127,6 +127,4 @@ def _grouped_on_cpu(module: torch.nn.Module, query: torch.Tensor, attention_mask
     (tests/models/test_attention.py); in the audit's prefill of the demo model, that copy was 11 %
     of the CPU time."""
     return (query.device.type == "cpu" and attention_mask is not None and query.shape[2] > 1
-            and getattr(module, "num_key_value_groups", 1) > 1
-            and not any(kwargs.get(k) is not None for k in ("softcap", "position_bias"))
-            and not kwargs.get("output_attentions"))
+            and getattr(module, "num_key_value_groups", 1) > 1)
