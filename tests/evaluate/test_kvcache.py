@@ -6,7 +6,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingW
 from unlearn.data import Encoder
 from unlearn.evaluate.decode import GenerationSettings, Part, decode
 from unlearn.evaluate.generate import prompt_ids
-from unlearn.evaluate.kvcache import ReservedLayer, drop_rows, reserve
+from unlearn.evaluate.kvcache import ReservedLayer, reserve
 
 
 def kv(rows=3, length=5, heads=2, dim=4, seed=0):
@@ -42,17 +42,11 @@ def test_a_reserved_layer_holds_what_a_dynamic_layer_holds_through_every_operati
     index = torch.tensor([2, 0])
     plain.batch_select_indices(index), mine.batch_select_indices(index)
     same()
-    plain.batch_repeat_interleave(3), mine.batch_repeat_interleave(3)  # 6 rows
-    order = drop_rows(mine, [0, 2, 3, 5])  # rows 1 and 4 end: 5 moves into 1's place, 3 stays
-    assert order == [0, 5, 2, 3]
-    plain.batch_select_indices(torch.tensor(order))
-    same()
-    assert drop_rows(prefilled(), [0]) is None  # not reserved: the caller selects rows itself
     plain.batch_repeat_interleave(2), mine.batch_repeat_interleave(2)
     same()
     plain.crop(-2), mine.crop(-2)
     same()
-    new = kv(rows=8, length=1, seed=99)
+    new = kv(rows=4, length=1, seed=99)
     assert all(torch.equal(x, y) for x, y in zip(plain.update(*new, layer_idx=0), mine.update(*new, layer_idx=0)))
     mine.reset()
     assert all(type(x) is DynamicLayer and not x.is_initialized for x in mine.layers)
@@ -103,40 +97,3 @@ def test_decoding_writes_the_cache_in_place_and_gives_transformers_greedy_tokens
                          top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
     assert got == [r[width:].tolist() for r in out]
     assert len({tuple(r) for r in got}) == len(got)  # the prompts matter: the comparison can fail
-
-
-def test_rows_that_end_leave_the_cache_without_a_copy_of_the_rows_that_stay(varied):
-    """Rows end at different steps. Every decoding step, drops included, finds the keys in the same
-    memory: the kept rows beyond the new batch move into the dropped rows' places, and nothing else
-    is copied (batch_select_indices made new buffers at each drop). Each row's tokens are still
-    transformers' greedy tokens, cut where its stop said."""
-    model, tok = varied
-    enc = Encoder(tok, "qa", 96)
-    prompts = ["What is up?", "Where does Elena Marsh live, tell me now please?", "x", "Who wrote it?",
-               "Name the river.", "Why?", "How far is the moon from here?", "Count to three"]
-    ids = prompt_ids(enc, prompts, 96)
-    width = max(map(len, ids))
-    input_ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in ids])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
-    out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
-                         top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
-    full = [r[width:].tolist() for r in out]
-    ends = {0: 2, 2: 3, 5: 3, 1: 5}  # row -> the token after which it stops: drops at steps 1, 2 and 4
-    stop_at = {tuple(full[r][:k]) for r, k in ends.items()}
-    assert len(stop_at) == len(ends)  # each stop matches its own row only
-
-    seen = []
-
-    def record(module, args, kwargs, output):
-        if kwargs["input_ids"].shape[1] == 1:
-            seen.append((kwargs["input_ids"].shape[0], output.past_key_values.layers[0].keys.untyped_storage().data_ptr()))
-
-    hook = model.register_forward_hook(record, with_kwargs=True)
-    try:
-        got = decode(model, [Part(input_ids, mask)], GenerationSettings(max_new_tokens=8),
-                     stopped=lambda new: tuple(new) in stop_at)
-    finally:
-        hook.remove()
-    assert got == [full[r][: ends.get(r, 8)] for r in range(len(prompts))]
-    assert len({rows for rows, _ in seen}) > 2  # rows left the batch more than once
-    assert len({where for _, where in seen}) == 1

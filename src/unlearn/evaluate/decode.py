@@ -32,7 +32,7 @@ class GenerationSettings:
     max_prompt_tokens: int = 512  # longer prompts lose tokens from the left, as in training
 
 
-# A cache that copies its kept rows to drop the others does it once an eighth of the batch has ended.
+# Dropping rows copies the whole KV cache: done once an eighth of the batch has ended, not for each row.
 DROP_EVERY = 8
 SHARED_PREFIX = 32  # tokens: rows that begin alike for this long share one computation of the prefix
 # Rows sharing no prefix are prefilled in parts of similar length: a part's shortest row is at least
@@ -208,12 +208,10 @@ def decode(
     for max_new_tokens (unlearn.evaluate.kvcache.reserve), where DynamicCache copies the whole cache
     every step.
 
-    Rows that have ended leave the batch with their rows of the KV cache, so later steps compute
-    only the rows still going. The reserved cache lets them go at the step they end: the kept rows
-    beyond the new batch move into the places of those that went (kvcache.drop_rows). Any other
-    cache copies every kept row (`Cache.batch_select_indices`), so it drops rows once an eighth of
-    the batch has ended (DROP_EVERY); one without batch_select_indices keeps every row to the end,
-    as generate does."""
+    Rows that have ended leave the batch, and their rows of the KV cache go
+    (`Cache.batch_select_indices`), once they are an eighth of it (DROP_EVERY; each drop copies the
+    cache), so later steps compute mostly the rows still going. A cache without
+    batch_select_indices keeps every row to the end, as generate does."""
     use_packed_attention(base_model(model))  # SDPA without copying grouped keys (unlearn.models.attention)
     forward = _Forward.of(model)
     pick = _sampler(settings)
@@ -288,29 +286,15 @@ def _continue(model: Any, forward: _Forward, pick: Callable[[torch.Tensor], torc
                 keep.append(b)
         if not keep:
             break
-        if len(keep) < len(rows):
-            order = _drop(cache, keep, mask.device, copy=(len(rows) - len(keep)) * DROP_EVERY >= len(rows))
-            if order is not None:
-                index = torch.tensor(order, device=mask.device)
-                rows = [rows[b] for b in order]
-                mask, position, next_ids = mask[index], position[index], next_ids[index]
+        if (len(rows) - len(keep)) * DROP_EVERY >= len(rows) and hasattr(cache, "batch_select_indices"):
+            index = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(index)
+            rows = [rows[b] for b in keep]
+            mask, position, next_ids = mask[index], position[index], next_ids[index]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         position = position + 1
         step_ids = next_ids.unsqueeze(1)
     return new
-
-
-def _drop(cache: Any, keep: list[int], device: Any, copy: bool) -> Optional[list[int]]:
-    """Drop the batch rows not in `keep` from the KV cache: the new order of the rows (the old row
-    of each), or None where nothing was dropped. The reserved cache drops them at once (it moves no
-    more rows than went); another cache only when `copy` (a copy of every kept row) and it can."""
-    from unlearn.evaluate.kvcache import drop_rows
-
-    order = drop_rows(cache, keep)
-    if order is None and copy and hasattr(cache, "batch_select_indices"):
-        cache.batch_select_indices(torch.tensor(keep, device=device))
-        order = keep
-    return order
 
 
 def _prefix_cache(model: Any, forward: _Forward, prefix: torch.Tensor, rows: int) -> Any:

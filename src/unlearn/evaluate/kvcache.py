@@ -12,13 +12,11 @@ sees, and so every output, is the same.
 
     reserve(cache, room)   turn a prefilled DynamicCache's layers into ReservedLayers, in place;
                            False (nothing changed) unless every layer is a plain DynamicLayer
-    drop_rows(cache, keep) keep batch rows `keep` of a reserved cache, moving only the kept rows that
-                           lie beyond the new batch into the dropped slots before it: the new row order
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicLayer
@@ -68,15 +66,6 @@ class ReservedLayer(DynamicLayer):
         self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
         self._expose()
 
-    def move_rows(self, holes: torch.Tensor, movers: torch.Tensor, rows: int) -> None:
-        """Copy the filled part of rows `movers` into rows `holes`, then keep the first `rows` rows
-        (a view of the same buffers: nothing else is copied)."""
-        if holes.numel():
-            for buf in (self._kbuf, self._vbuf):
-                buf[holes, :, : self._filled] = buf[movers, :, : self._filled]
-        self._kbuf, self._vbuf = self._kbuf[:rows], self._vbuf[:rows]
-        self._expose()
-
     def reset(self) -> None:
         self.__class__ = DynamicLayer  # back to a plain layer: its reset drops the tensors
         for name in ("_kbuf", "_vbuf", "_filled"):
@@ -102,27 +91,3 @@ def reserve(cache: Any, room: int) -> bool:
         layer.__class__ = ReservedLayer
         layer.take(room)
     return True
-
-
-def drop_rows(cache: Any, keep: list[int]) -> Optional[list[int]]:
-    """Keep the batch rows `keep` (ascending) of a cache whose layers are all ReservedLayers, and
-    return the new order (the old row of each new row); None, with nothing changed, for any other
-    cache (Cache.batch_select_indices then copies every kept row).
-
-    The kept rows at or beyond len(keep) move into the dropped rows before it; the rest stay where
-    they are. On the demo's audit, where an eighth of the rows ends between drops, that copies about
-    an eighth of the cache's filled part instead of every kept row with its reserved room."""
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(x) is not ReservedLayer for x in layers):
-        return None
-    n, kept = len(keep), set(keep)
-    holes = [b for b in range(n) if b not in kept]
-    movers = [b for b in keep if b >= n]
-    order = list(range(n))
-    for h, m in zip(holes, movers):
-        order[h] = m
-    device = layers[0].keys.device
-    h_t, m_t = torch.tensor(holes, device=device), torch.tensor(movers, device=device)
-    for layer in layers:
-        layer.move_rows(h_t, m_t, n)
-    return order
