@@ -206,3 +206,38 @@ def test_switched_off_kernels_compute_the_same_step(monkeypatch):
     from unlearn.objective import context
 
     assert context.split_positions.__module__ == "unlearn.objective.context"  # switched back
+
+
+def test_the_work_count_sees_every_phase_of_a_cold_eval_and_audit_and_leaves_unlearn_as_it_was(tmp_path, monkeypatch):
+    """benchmarks/work.py counts what the commands compute by wrapping unlearn's forwards: on a
+    finished tiny run, every phase it reports has positions (a renamed function would leave a phase
+    empty), decoding computes one position per row and step, and the wrapped functions are
+    unlearn's own again afterwards."""
+    import work
+    from conftest import write_jsonl
+
+    import unlearn.auditing.attacks.relearn as relearn
+    import unlearn.evaluate.decode as decode
+    import unlearn.models.forward as forward
+    from unlearn.api import run
+
+    files = {"forget": write_jsonl(tmp_path / "forget.jsonl", FORGET), "retain": write_jsonl(tmp_path / "retain.jsonl", RETAIN)}
+    cfg = tiny_config(tmp_path, files, eval={"max_new_tokens": 4},
+                      audit={"relearn_steps": 1, "retain_limit": 2, "attacks": ["template", "relearn"]})
+    run(write_config(tmp_path / "cfg.yaml", cfg))
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(common, "matmul_peak", lambda *a, **k: 1e11)
+    before = (decode._Forward.__call__, forward.logits_at, relearn.finetune_lora)
+
+    work.main(["--run", cfg["output_dir"], "--name", "work_test"])
+
+    assert (decode._Forward.__call__, forward.logits_at, relearn.finetune_lora) == before
+    data = json.loads((tmp_path / "results" / "work_test.json").read_text())
+    for command, phases in (("eval", ("prefill", "decode", "nll")), ("audit", ("prefill", "decode", "finetune"))):
+        got = data["results"][command]
+        assert set(phases) <= set(got["tflop"]), (command, got["counts"])
+        for phase in phases:
+            assert got["counts"][f"{phase} positions"] > 0 and got["tflop"][phase] > 0, (command, phase)
+        assert got["counts"]["decode positions"] == got["counts"]["decode head"]  # one position a row and step
+        assert got["tflop_total"] == pytest.approx(sum(got["tflop"].values()))
+    assert "**whole command**" in (tmp_path / "results" / "work_test.md").read_text()
