@@ -211,8 +211,8 @@ def test_switched_off_kernels_compute_the_same_step(monkeypatch):
 def test_the_work_count_sees_every_phase_of_a_cold_eval_and_audit_and_leaves_unlearn_as_it_was(tmp_path, monkeypatch):
     """benchmarks/work.py counts what the commands compute by wrapping unlearn's forwards: on a
     finished tiny run, every phase it reports has positions (a renamed function would leave a phase
-    empty), decoding computes one position per row and step, and the wrapped functions are
-    unlearn's own again afterwards."""
+    empty), no prompt decodes more steps than max_new_tokens allows (a double count would), and the
+    wrapped functions are unlearn's own again afterwards."""
     import work
     from conftest import write_jsonl
 
@@ -238,6 +238,6 @@ def test_the_work_count_sees_every_phase_of_a_cold_eval_and_audit_and_leaves_unl
         assert set(phases) <= set(got["tflop"]), (command, got["counts"])
         for phase in phases:
             assert got["counts"][f"{phase} positions"] > 0 and got["tflop"][phase] > 0, (command, phase)
-        assert got["counts"]["decode positions"] == got["counts"]["decode head"]  # one position a row and step
-        assert got["tflop_total"] == pytest.approx(sum(got["tflop"].values()))
+        # each prompt decodes at most max_new_tokens - 1 steps after its prefill (which gives the first token)
+        assert got["counts"]["decode positions"] <= got["counts"]["prefill head"] * (4 - 1)
     assert "**whole command**" in (tmp_path / "results" / "work_test.md").read_text()
